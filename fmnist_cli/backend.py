@@ -1,0 +1,117 @@
+"""Choosing the Keras backend. Keras reads $KERAS_BACKEND once, at its first import, so this runs
+before any `import keras` and refuses to switch afterwards."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from .errors import UsageError
+
+DEFAULT = "tensorflow"
+
+
+def requested(explicit: str | None = None) -> str:
+    """--backend, else $FMNIST_BACKEND, else TensorFlow."""
+    name = (explicit or os.environ.get("FMNIST_BACKEND") or DEFAULT).strip().lower()
+    if name not in ("tensorflow", "jax"):
+        raise UsageError(f"Unknown backend {name!r}. Choose tensorflow or jax.")
+    return name
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fmnist"
+
+
+def configure(name: str | None = None) -> str:
+    """Make `name` Keras's backend for this process and quiet TensorFlow's start-up chatter."""
+    name = requested(name)
+    if name == "jax" and importlib.util.find_spec("jax") is None:
+        raise UsageError("The JAX backend needs JAX: pip install 'fmnist-cli[jax]' (or pip install jax).")
+    if name == "tensorflow" and importlib.util.find_spec("tensorflow") is None:
+        raise UsageError("The TensorFlow backend needs TensorFlow: pip install tensorflow.")
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != name:
+            raise UsageError(f"Keras is already running on {current} in this process; "
+                             f"run {name} in a separate fmnist command.")
+        return name
+    os.environ["KERAS_BACKEND"] = name
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if name == "jax":
+        _configure_jax()
+        _keep_tensorflow_out()
+    else:
+        _import_tensorflow_quietly()
+    return name
+
+
+def _keep_tensorflow_out() -> None:
+    """On JAX, Keras still imports TensorFlow (3 s) where it is installed, only to ask "is this a
+    tf.TensorShape?" while saving. Nothing we run on JAX needs it, so tell Keras it is absent."""
+    try:
+        from keras.src.utils import module_utils
+
+        if "tensorflow" not in sys.modules:
+            module_utils.tensorflow._available = False
+    except (ImportError, AttributeError):
+        pass  # a newer Keras: we only lose the 3 s
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up notes (oneDNN, absl) ignore TF_CPP_MIN_LOG_LEVEL; they would bury
+    our one-line messages, so stderr's file descriptor is pointed at /dev/null while it loads."""
+    if os.environ.get("FMNIST_DEBUG", "") not in ("", "0"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            except Exception:
+                pass  # the real import, later, raises with stderr restored
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _configure_jax() -> None:
+    import jax
+
+    # Compiling an epoch takes seconds; a persistent cache pays that once per configuration, not per run.
+    if os.environ.get("FMNIST_JAX_CACHE", "1") != "0":
+        try:
+            path = cache_dir() / "jax"
+            path.mkdir(parents=True, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", str(path))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        except (OSError, AttributeError):
+            pass  # a read-only home only costs speed
+
+
+def describe() -> dict:
+    """Library versions, backend and device, for run.json."""
+    import platform
+
+    import keras
+    import numpy
+
+    info = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__,
+            "backend": keras.backend.backend(), "machine": platform.machine(), "system": platform.system()}
+    if info["backend"] == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        info.update(jax=jax.__version__, device=f"{dev.platform}:{getattr(dev, 'device_kind', dev.platform)}")
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        info.update(tensorflow=tf.__version__, device="gpu" if gpus else "cpu")
+    return info

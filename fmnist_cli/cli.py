@@ -1,0 +1,301 @@
+"""The command line: parse, call the core, render. No training logic lives here, and nothing here
+imports TensorFlow or JAX at import time, so `fmnist --help` answers at once."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_optimizer
+from .errors import FmnistError, UsageError
+
+app = typer.Typer(
+    help="Train, evaluate and compare dense networks on Fashion-MNIST.\n\n"
+         "Examples:\n\n"
+         "  fmnist train --activation relu --optimizer adam\n\n"
+         "  fmnist evaluate latest --split test\n\n"
+         "  fmnist compare sgd rmsprop adam --repeats 3 --plot curves.png\n\n"
+         "  fmnist summary --hidden 300,100",
+    no_args_is_help=True, rich_markup_mode="markdown", pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+STATE = {"debug": os.environ.get("FMNIST_DEBUG", "") not in ("", "0")}
+
+
+def command(*args, **kwargs):
+    """app.command, plus: a user error becomes one clean message and an exit code, never a traceback."""
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*a, **kw):
+            from . import report
+
+            try:
+                return func(*a, **kw)
+            except FmnistError as err:
+                if STATE["debug"]:
+                    raise
+                report.err.print(f"[red]Error:[/] {err}", highlight=False, soft_wrap=True)
+                raise typer.Exit(err.exit_code) from None
+            except KeyboardInterrupt:
+                report.err.print("Interrupted.")
+                raise typer.Exit(130) from None
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except Exception as err:
+                if STATE["debug"]:
+                    raise
+                report.err.print(f"[red]Unexpected error:[/] {type(err).__name__}: {err}\n"
+                                 "Run again with --debug (or FMNIST_DEBUG=1) for the traceback, and "
+                                 "please report it.", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+        return app.command(*args, **kwargs)(wrapper)
+    return decorate
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"fmnist {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+):
+    if debug:
+        STATE["debug"] = True
+
+
+# --- options shared by train, compare and summary ------------------------------------------------
+
+Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated: 100 or 300,100.")]
+Activation = Annotated[str, typer.Option("--activation", "-a", help=f"Hidden activation: {', '.join(ACTIVATIONS)}.")]
+Dropout = Annotated[float, typer.Option("--dropout", help="Dropout rate after each hidden layer (0 = none).")]
+Optimizer = Annotated[str, typer.Option("--optimizer", "-o", help=f"{', '.join(OPTIMIZERS)}; settings may follow, e.g. sgd:lr=0.1.")]
+LearningRate = Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="Override the optimizer's learning rate (default: Keras's).")]
+Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum (sgd, momentum, nesterov).")]
+Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (SGD family).", show_default=False)]
+Epochs = Annotated[int, typer.Option("--epochs", "-e", help="Training epochs.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for initial weights, dropout and batch order.")]
+ValSize = Annotated[float, typer.Option("--val-size", help="Fraction of the 60,000 training images held out for validation.")]
+SplitSeed = Annotated[int, typer.Option("--split-seed", help="random_state of the validation split.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", help="Train on a stratified subset of N training images.")]
+EarlyStopping = Annotated[Optional[int], typer.Option("--early-stopping", help="Stop after N epochs without a better val_accuracy; keep the best weights.")]
+Backend = Annotated[Optional[str], typer.Option("--backend", help="Keras backend: tensorflow (default) or jax. Also $FMNIST_BACKEND.")]
+Engine = Annotated[str, typer.Option("--engine", help="auto (fused on jax, fit on tensorflow), fit, or fused.")]
+RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs are saved (default ./runs or $FMNIST_RUNS_DIR).")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST .gz files (default: $FMNIST_DATA_DIR, the Keras cache, /usr/share/datasets/fashion-mnist).")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; everything else goes to stderr.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+
+
+def make_config(hidden="100", activation="relu", dropout=0.0, optimizer="rmsprop", learning_rate=None,
+                momentum=None, nesterov=None, epochs=5, batch_size=32, seed=42, val_size=0.2, split_seed=42,
+                limit=None, early_stopping=None, backend=None, engine="auto", name=None) -> RunConfig:
+    from . import backend as backend_mod
+    from .runs import check_name
+
+    return RunConfig(
+        hidden=parse_hidden(hidden), activation=activation, dropout=dropout,
+        optimizer=parse_optimizer(optimizer, learning_rate, momentum, nesterov), epochs=epochs,
+        batch_size=batch_size, seed=seed, val_size=val_size, split_seed=split_seed, limit=limit,
+        early_stopping=early_stopping, backend=backend_mod.requested(backend), engine=engine,
+        name=check_name(name),
+    ).validate()
+
+
+def _consoles(json_out: bool):
+    """Where results and live progress go: stdout normally; stderr when stdout carries JSON."""
+    from . import report
+
+    return (report.err if json_out else report.out)
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+@command()
+def train(
+    hidden: Hidden = "100", activation: Activation = "relu", dropout: Dropout = 0.0,
+    optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, momentum: Momentum = None,
+    nesterov: Nesterov = None, epochs: Epochs = 5, batch_size: BatchSize = 32, seed: Seed = 42,
+    val_size: ValSize = 0.2, split_seed: SplitSeed = 42, limit: Limit = None,
+    early_stopping: EarlyStopping = None, backend: Backend = None, engine: Engine = "auto",
+    name: Annotated[Optional[str], typer.Option("--name", help="A label for the run, part of its id.")] = None,
+    runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
+):
+    """Train one model and save it as a run.
+
+    Defaults reproduce the book's relu model: 784-100-10, rmsprop, 5 epochs, batch 32, seed 42.
+
+    Examples:
+
+      fmnist train --activation sigmoid --optimizer sgd
+
+      fmnist train --optimizer adam --epochs 20 --early-stopping 3
+
+      fmnist train --hidden 300,100 --dropout 0.2 --optimizer sgd:lr=0.05,momentum=0.9
+
+      fmnist train --backend jax --json > run.json
+    """
+    from . import report, runs, training
+
+    config = make_config(hidden, activation, dropout, optimizer, learning_rate, momentum, nesterov, epochs,
+                         batch_size, seed, val_size, split_seed, limit, early_stopping, backend, engine, name)
+    console = _consoles(json_out)
+    plain = not console.is_terminal
+    stop = training.StopFlag()
+    with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet) as display:
+        if not quiet:
+            report.err.print(f"Training {config.short()} on {config.backend} ({config.resolved_engine} engine)...",
+                             highlight=False) if not plain or json_out else None
+        result = training.train(config, runs.runs_root(runs_dir), data_dir, display.on_event, stop)
+    if json_out:
+        report.print_json(result)
+    elif not quiet or result["status"] != "completed":
+        report.train_result(result, console)
+    if result["status"] == "interrupted":
+        raise typer.Exit(130)
+    if result["status"] == "diverged":
+        raise typer.Exit(1)
+
+
+@command()
+def evaluate(
+    run: Annotated[str, typer.Argument(help="Run id, id prefix, path to a run folder, or 'latest'.")] = "latest",
+    split: Annotated[str, typer.Option("--split", help="val (the run's own validation split) or test.")] = "val",
+    runs_dir: RunsDir = None, data_dir: DataDir = None, backend: Backend = None, json_out: Json = False,
+):
+    """Score a saved run: loss, accuracy, per-class accuracy and the confusion matrix.
+
+    The validation split is rebuilt from the run's saved config; the result is stored in the run.
+
+    Examples:
+
+      fmnist evaluate
+
+      fmnist evaluate 20261128-101500-adam-relu-3f2a --split test --json
+    """
+    from . import evaluation, report, runs
+
+    if split not in ("val", "test"):
+        raise UsageError(f"--split must be val or test, not {split!r}.")
+    run_dir = runs.resolve(runs.runs_root(runs_dir), run)
+    result = evaluation.evaluate(run_dir, split, data_dir, backend)
+    if json_out:
+        report.print_json(result)
+    else:
+        report.evaluation(result, report.out)
+
+
+@command()
+def summary(
+    run: Annotated[Optional[str], typer.Argument(help="A run to describe instead of the options below.")] = None,
+    hidden: Hidden = "100", activation: Activation = "relu", dropout: Dropout = 0.0,
+    runs_dir: RunsDir = None, json_out: Json = False,
+):
+    """Layers and parameter counts of a model, as Keras's model.summary() counts them.
+
+    Examples:
+
+      fmnist summary                      # the book's 784-100-10 model: 79,510 parameters
+
+      fmnist summary --hidden 300,100 --dropout 0.2
+
+      fmnist summary latest
+    """
+    from . import models, report, runs
+
+    if run:
+        run_dir = runs.resolve(runs.runs_root(runs_dir), run)
+        try:
+            config = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
+        except (OSError, ValueError, TypeError) as err:
+            raise UsageError(f"{run_dir / 'config.json'} is unreadable ({err}).") from None
+        title = f"Run {run_dir.name}"
+    else:
+        config = make_config(hidden=hidden, activation=activation, dropout=dropout)
+        title = "Model " + "-".join(["784", *map(str, config.hidden), "10"])
+    info = {"title": title, "config": config.to_dict(), **models.summary(config)}
+    if json_out:
+        report.print_json(info)
+    else:
+        report.model_summary(info, report.out)
+
+
+@command("runs")
+def list_runs(
+    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Only runs of this comparison id.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--last", "-n", help="Show only the newest N runs.")] = None,
+    runs_dir: RunsDir = None, json_out: Json = False,
+):
+    """List saved runs, newest first.
+
+    Examples:
+
+      fmnist runs
+
+      fmnist runs --comparison 20261128-101500-cmp-1a2b --json
+    """
+    from . import report, runs
+
+    records = runs.list_runs(runs.runs_root(runs_dir), comparison)
+    if limit is not None:
+        records = records[:max(limit, 0)]
+    if json_out:
+        report.print_json([{k: v for k, v in r.items() if k != "history"} for r in records])
+    elif not records:
+        report.err.print(f"No runs in {runs.runs_root(runs_dir)} yet. Train one with `fmnist train`.",
+                         highlight=False)
+    else:
+        report.runs_table(records, report.out)
+
+
+@command()
+def data(
+    data_dir: DataDir = None,
+    download: Annotated[bool, typer.Option("--download", help="Fetch the files with Keras's downloader (needs internet).")] = False,
+    val_size: ValSize = 0.2, split_seed: SplitSeed = 42, limit: Limit = None, json_out: Json = False,
+):
+    """Show where Fashion-MNIST was found, whether it verified, and the class counts of each split.
+
+    Examples:
+
+      fmnist data
+
+      fmnist data --download
+    """
+    from . import data as data_mod
+    from . import report
+
+    if download:
+        try:
+            data_mod.locate(data_dir)
+        except FmnistError:
+            report.err.print("Downloading Fashion-MNIST with Keras's downloader...")
+            data_mod.download()
+    check = make_config(val_size=val_size, split_seed=split_seed, limit=limit)
+    info = data_mod.describe(data_dir, check.val_size, check.split_seed, check.limit)
+    if json_out:
+        report.print_json(info)
+    else:
+        report.data_info(info, report.out)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    # Rich's default width in a pipe is 80 columns; wide tables read better unwrapped.
+    app(prog_name="fmnist")
+
+
+if __name__ == "__main__":
+    main()

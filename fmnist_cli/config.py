@@ -1,0 +1,245 @@
+"""The run configuration: everything that defines a run, validated, and round-tripped through JSON.
+
+Stdlib only, so that parsing and validating options costs nothing before any heavy import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+
+ACTIVATIONS = ("sigmoid", "relu", "tanh", "elu", "selu", "gelu", "leaky_relu", "swish", "softplus")
+BACKENDS = ("tensorflow", "jax")
+ENGINES = ("auto", "fit", "fused")
+
+# name -> (Keras class, fixed arguments). Learning rates are left to Keras's own defaults.
+OPTIMIZERS: dict[str, tuple[str, dict]] = {
+    "sgd": ("SGD", {}),
+    "momentum": ("SGD", {"momentum": 0.9}),
+    "nesterov": ("SGD", {"momentum": 0.9, "nesterov": True}),
+    "adagrad": ("Adagrad", {}),
+    "rmsprop": ("RMSprop", {}),
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {}),
+    "nadam": ("Nadam", {}),
+}
+# Keras 3's default learning rates, kept here so that `summary`/`runs` can show them without Keras.
+DEFAULT_LEARNING_RATES = {"SGD": 0.01, "Adagrad": 0.001, "RMSprop": 0.001, "Adam": 0.001,
+                          "AdamW": 0.001, "Nadam": 0.001}
+
+# Short keys accepted inside an optimizer spec such as "sgd:lr=0.1,momentum=0.5".
+_SPEC_KEYS = {"lr": "learning_rate", "learning_rate": "learning_rate",
+              "momentum": "momentum", "nesterov": "nesterov"}
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer by name plus the settings the user overrides (None: Keras's default)."""
+
+    name: str = "rmsprop"
+    learning_rate: float | None = None
+    momentum: float | None = None   # SGD family only
+    nesterov: bool | None = None    # SGD family only
+
+    @property
+    def keras_class(self) -> str:
+        return OPTIMIZERS[self.name][0]
+
+    def keras_kwargs(self) -> dict:
+        """Arguments for the Keras optimizer class: fixed ones of the name, then the overrides."""
+        kwargs = dict(OPTIMIZERS[self.name][1])
+        if self.learning_rate is not None:
+            kwargs["learning_rate"] = self.learning_rate
+        if self.momentum is not None:
+            kwargs["momentum"] = self.momentum
+        if self.nesterov is not None:
+            kwargs["nesterov"] = self.nesterov
+        return kwargs
+
+    def label(self) -> str:
+        """The spec written back the way a user types it: `sgd`, `sgd:lr=0.1`."""
+        parts = []
+        if self.learning_rate is not None:
+            parts.append(f"lr={self.learning_rate:g}")
+        if self.momentum is not None:
+            parts.append(f"momentum={self.momentum:g}")
+        if self.nesterov is not None:
+            parts.append(f"nesterov={str(self.nesterov).lower()}")
+        return self.name + (":" + ",".join(parts) if parts else "")
+
+
+def _parse_bool(text: str, what: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{what} must be true or false, not {text!r}.")
+
+
+def _parse_float(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{what} must be a number, not {text!r}.") from None
+    return value
+
+
+def parse_optimizer(text: str, learning_rate: float | None = None, momentum: float | None = None,
+                    nesterov: bool | None = None) -> OptimizerSpec:
+    """Parse `name[:key=value,...]`; explicit keyword overrides win over the spec's own settings."""
+    text = (text or "").strip()
+    name, _, rest = text.partition(":")
+    name = name.strip().lower()
+    if name not in OPTIMIZERS:
+        raise UsageError(f"Unknown optimizer {name!r}. Choose one of: {', '.join(OPTIMIZERS)} "
+                         "(optionally with settings, e.g. 'sgd:lr=0.1').")
+    settings: dict = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq or key not in _SPEC_KEYS:
+            raise UsageError(f"Cannot read {item!r} in optimizer {text!r}: use key=value with keys "
+                             "lr, momentum, nesterov (e.g. 'sgd:lr=0.1,momentum=0.9').")
+        key = _SPEC_KEYS[key]
+        if key == "nesterov":
+            settings[key] = _parse_bool(value, f"nesterov in {text!r}")
+        else:
+            settings[key] = _parse_float(value, f"{key} in {text!r}")
+    if learning_rate is not None:
+        settings["learning_rate"] = learning_rate
+    if momentum is not None:
+        settings["momentum"] = momentum
+    if nesterov is not None:
+        settings["nesterov"] = nesterov
+    spec = OptimizerSpec(name=name, **settings)
+    _validate_optimizer(spec)
+    return spec
+
+
+def _validate_optimizer(spec: OptimizerSpec) -> None:
+    lr = spec.learning_rate
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"The learning rate must be a positive number, not {lr}.")
+    is_sgd = spec.keras_class == "SGD"
+    if spec.momentum is not None:
+        if not is_sgd:
+            raise UsageError(f"--momentum applies to sgd, momentum and nesterov, not {spec.name}.")
+        if not (math.isfinite(spec.momentum) and 0 <= spec.momentum < 1):
+            raise UsageError(f"The momentum must be in [0, 1), not {spec.momentum}.")
+    if spec.nesterov is not None and not is_sgd:
+        raise UsageError(f"--nesterov applies to sgd, momentum and nesterov, not {spec.name}.")
+
+
+def parse_hidden(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """`100` or `300,100` -> (300, 100). Every size a positive integer, at most 8 layers."""
+    if isinstance(text, (list, tuple)):
+        sizes = list(text)
+    else:
+        raw = [p.strip() for p in str(text).replace(" ", "").split(",")]
+        if raw == [""]:
+            raise UsageError("--hidden needs at least one layer size, e.g. --hidden 100 or --hidden 300,100.")
+        sizes = []
+        for p in raw:
+            if not p.isdigit():
+                raise UsageError(f"--hidden takes comma-separated positive integers (e.g. 300,100); "
+                                 f"{p!r} in {text!r} is not one.")
+            sizes.append(int(p))
+    if not sizes or len(sizes) > 8 or any(not isinstance(s, int) or s < 1 or s > 100_000 for s in sizes):
+        raise UsageError(f"--hidden takes 1 to 8 layer sizes between 1 and 100000, not {text!r}.")
+    return tuple(sizes)
+
+
+def parse_activation(text: str) -> str:
+    name = (text or "").strip().lower().replace("-", "_")
+    if name not in ACTIVATIONS:
+        raise UsageError(f"Unknown activation {text!r}. Choose one of: {', '.join(ACTIVATIONS)}.")
+    return name
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. Saved as config.json beside every model; enough to rebuild it."""
+
+    hidden: tuple[int, ...] = (100,)   # one Dense layer per size; the book's model is (100,)
+    activation: str = "relu"           # of the hidden layers; the book starts with sigmoid, then relu
+    dropout: float = 0.0               # rate of a Dropout after each hidden layer; 0 means none
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)  # Keras's rmsprop by default, as in the book
+    epochs: int = 5
+    batch_size: int = 32               # Keras's default, as in the book
+    seed: int = 42                     # initial weights, dropout and batch order
+    val_size: float = 0.2              # the book's train_test_split(test_size=0.2, random_state=42)
+    split_seed: int = 42
+    limit: int | None = None           # train on a stratified subset of this many images
+    early_stopping: int | None = None  # patience in epochs on val_accuracy; restores the best weights
+    backend: str = "tensorflow"        # Keras backend
+    engine: str = "auto"               # fit (model.fit) or fused (one compiled JAX program per epoch)
+    name: str | None = None            # a label the user chose for the run
+    comparison: str | None = None      # id of the comparison this run belongs to
+    variant: str | None = None         # the variant label within that comparison
+    repeat: int | None = None          # 0-based repeat index within that variant
+
+    def validate(self) -> "RunConfig":
+        self.hidden = parse_hidden(self.hidden)
+        self.activation = parse_activation(self.activation)
+        if isinstance(self.optimizer, str):
+            self.optimizer = parse_optimizer(self.optimizer)
+        _validate_optimizer(self.optimizer)
+        checks = [
+            (isinstance(self.epochs, int) and 1 <= self.epochs <= 10_000, "--epochs must be a whole number from 1 to 10000"),
+            (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 60_000, "--batch-size must be a whole number from 1 to 60000"),
+            (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1, "--dropout must be a rate in [0, 1), e.g. 0.2"),
+            (isinstance(self.val_size, (int, float)) and 0 < self.val_size < 1, "--val-size must be a fraction between 0 and 1, e.g. 0.2"),
+            (isinstance(self.seed, int) and 0 <= self.seed < 2**32, "--seed must be a whole number from 0 to 4294967295"),
+            (isinstance(self.split_seed, int) and 0 <= self.split_seed < 2**32, "--split-seed must be a whole number from 0 to 4294967295"),
+            (self.limit is None or (isinstance(self.limit, int) and self.limit >= 10), "--limit must be at least 10 (one image per class)"),
+            (self.early_stopping is None or (isinstance(self.early_stopping, int) and self.early_stopping >= 1), "--early-stopping takes a patience of at least 1 epoch"),
+            (self.backend in BACKENDS, f"--backend must be one of: {', '.join(BACKENDS)}"),
+            (self.engine in ENGINES, f"--engine must be one of: {', '.join(ENGINES)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message + ".")
+        if self.engine == "fused" and self.backend != "jax":
+            raise UsageError("The fused engine runs on the JAX backend: add --backend jax.")
+        return self
+
+    @property
+    def resolved_engine(self) -> str:
+        """`auto` picks the fastest engine of the backend."""
+        if self.engine != "auto":
+            return self.engine
+        return "fused" if self.backend == "jax" else "fit"
+
+    def short(self) -> str:
+        """One line for tables: `100 relu rmsprop e5`."""
+        hidden = ",".join(map(str, self.hidden))
+        extra = f" d{self.dropout:g}" if self.dropout else ""
+        lim = f" n{self.limit}" if self.limit else ""
+        return f"{hidden} {self.activation}{extra} {self.optimizer.label()} e{self.epochs} b{self.batch_size}{lim}"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        """Rebuild from config.json; unknown keys (from newer versions) are ignored, values re-validated."""
+        if not isinstance(data, dict):
+            raise ValueError("config is not a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        opt = kwargs.get("optimizer", {})
+        if isinstance(opt, dict):
+            opt_known = {f.name for f in dataclasses.fields(OptimizerSpec)}
+            kwargs["optimizer"] = OptimizerSpec(**{k: v for k, v in opt.items() if k in opt_known})
+        if "hidden" in kwargs:
+            kwargs["hidden"] = tuple(kwargs["hidden"])
+        return cls(**kwargs).validate()
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes).validate()

@@ -1,0 +1,225 @@
+"""Finding, verifying, reading and splitting Fashion-MNIST. numpy and scikit-learn only: no TensorFlow."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist puts them here
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    key: str
+    filename: str
+    ndim: int      # 3 for images (n, 28, 28), 1 for labels
+    count: int
+    sha256: str    # of the decompressed payload: the .gz wrappers differ between mirrors, the payloads do not
+
+
+FILES = (
+    IdxFile("train_images", "train-images-idx3-ubyte.gz", 3, 60_000,
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    IdxFile("train_labels", "train-labels-idx1-ubyte.gz", 1, 60_000,
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    IdxFile("test_images", "t10k-images-idx3-ubyte.gz", 3, 10_000,
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    IdxFile("test_labels", "t10k-labels-idx1-ubyte.gz", 1, 10_000,
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+)
+
+HOW_TO_GET = ("Get the data with `fmnist data --download` (needs internet), or on Debian/Ubuntu "
+              "`sudo apt-get install dataset-fashion-mnist`, or point --data-dir / $FMNIST_DATA_DIR "
+              "at a folder holding the four .gz files.")
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras's own downloader keeps the files (it honours $KERAS_HOME)."""
+    base = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    return base / "datasets" / "fashion-mnist"
+
+
+def search_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """The places to look, in order. A folder the user names is the only place looked at:
+    silently falling back to another copy would hide their mistake."""
+    if data_dir:
+        return [(Path(data_dir).expanduser(), "--data-dir")]
+    env = os.environ.get("FMNIST_DATA_DIR")
+    if env:
+        return [(Path(env).expanduser(), "$FMNIST_DATA_DIR")]
+    return [(keras_cache_dir(), "Keras cache"), (SYSTEM_DIR, "system (dataset-fashion-mnist)")]
+
+
+def locate(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """The first place holding all four files, with a label saying which kind of place it is."""
+    places = search_dirs(data_dir)
+    for path, label in places:
+        if all((path / f.filename).is_file() for f in FILES):
+            return path, label
+    lines = []
+    for path, label in places:
+        missing = [f.filename for f in FILES if not (path / f.filename).is_file()]
+        lines.append(f"{path} ({label}): missing {', '.join(missing)}")
+    raise DataError("Fashion-MNIST was not found. Searched: " + "; ".join(lines) + ". " + HOW_TO_GET)
+
+
+def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None = None) -> np.ndarray:
+    """Read one gzipped IDX file, checking everything that can be checked; DataError names the problem."""
+    name = path.name
+    try:
+        with gzip.open(path, "rb") as fh:
+            payload = fh.read()   # reading to the end also checks the gzip CRC and length
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist. {HOW_TO_GET}") from None
+    except PermissionError:
+        raise DataError(f"{path} cannot be read (permission denied).") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path} is corrupt or truncated ({err}). Delete it and fetch it again: {HOW_TO_GET}") from None
+    if len(payload) < 4:
+        raise DataError(f"{name} is too short to be an IDX file ({len(payload)} bytes). {HOW_TO_GET}")
+    zero, dtype_code, dims = struct.unpack(">HBB", payload[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DataError(f"{name} is not an unsigned-byte IDX file (magic number {payload[:4].hex()}). {HOW_TO_GET}")
+    if dims != ndim:
+        raise DataError(f"{name} has {dims} dimensions where {ndim} were expected; is it the right file?")
+    header = 4 + 4 * dims
+    if len(payload) < header:
+        raise DataError(f"{name} is truncated inside its header. {HOW_TO_GET}")
+    shape = struct.unpack(">" + "I" * dims, payload[4:header])
+    if dims == 3 and shape[1:] != (28, 28):
+        raise DataError(f"{name} holds {shape[1]}x{shape[2]} images, not 28x28.")
+    if count is not None and shape[0] != count:
+        raise DataError(f"{name} holds {shape[0]} items where Fashion-MNIST has {count}. {HOW_TO_GET}")
+    expected = int(np.prod(shape))
+    if len(payload) - header != expected:
+        raise DataError(f"{name} is truncated or padded: {len(payload) - header} data bytes for a header "
+                        f"that promises {expected}. {HOW_TO_GET}")
+    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
+        raise DataError(f"{name} is not the official Fashion-MNIST file (its checksum differs). "
+                        f"Replace it: {HOW_TO_GET}")
+    array = np.frombuffer(payload, dtype=np.uint8, offset=header).reshape(shape)
+    if dims == 1 and array.size and array.max() > 9:
+        raise DataError(f"{name} has label {int(array.max())}; Fashion-MNIST labels are 0 to 9.")
+    return array
+
+
+@dataclass
+class Dataset:
+    """The raw uint8 images and labels, as read and verified."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    directory: Path
+    source: str
+
+
+def load(data_dir: str | os.PathLike | None = None, strict: bool = True) -> Dataset:
+    """Locate and read all four files. `strict` also checks counts and checksums (off only for tests
+    that build small IDX files of their own)."""
+    directory, source = locate(data_dir)
+    return _load_dir(directory.resolve(), source, strict)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_dir(directory: Path, source: str, strict: bool) -> Dataset:
+    arrays = {}
+    for f in FILES:
+        arrays[f.key] = read_idx(directory / f.filename, f.ndim,
+                                 f.count if strict else None, f.sha256 if strict else None)
+    for part in ("train", "test"):
+        n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
+        if n_img != n_lab:
+            raise DataError(f"The {part} files disagree: {n_img} images but {n_lab} labels.")
+    return Dataset(arrays["train_images"], arrays["train_labels"].astype(np.int32),
+                   arrays["test_images"], arrays["test_labels"].astype(np.int32), directory, source)
+
+
+def scale(images: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1], as the book does with `/ 255.0`."""
+    return images.astype(np.float32) / np.float32(255.0)
+
+
+@dataclass
+class Split:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def split_indices(n: int, labels: np.ndarray, val_size: float, split_seed: int,
+                  limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and validation parts. Splitting indices gives exactly the rows that
+    `train_test_split(x, y, test_size=val_size, random_state=split_seed)` gives, without copying x."""
+    from sklearn.model_selection import train_test_split
+
+    train_idx, val_idx = train_test_split(np.arange(n), test_size=val_size, random_state=split_seed)
+    if limit is not None and limit < len(train_idx):
+        try:
+            train_idx, _ = train_test_split(train_idx, train_size=limit, stratify=labels[train_idx],
+                                            random_state=split_seed)
+        except ValueError:  # too few images for a stratified pick: fall back to a plain one
+            train_idx, _ = train_test_split(train_idx, train_size=limit, random_state=split_seed)
+    return train_idx, val_idx
+
+
+def make_split(dataset: Dataset, val_size: float = 0.2, split_seed: int = 42,
+               limit: int | None = None) -> Split:
+    train_idx, val_idx = split_indices(len(dataset.y_train), dataset.y_train, val_size, split_seed, limit)
+    return Split(scale(dataset.x_train[train_idx]), dataset.y_train[train_idx],
+                 scale(dataset.x_train[val_idx]), dataset.y_train[val_idx])
+
+
+def class_counts(labels: np.ndarray) -> list[int]:
+    return np.bincount(labels, minlength=len(CLASS_NAMES)).tolist()
+
+
+def describe(data_dir: str | os.PathLike | None = None, val_size: float = 0.2, split_seed: int = 42,
+             limit: int | None = None) -> dict:
+    """What `fmnist data` shows: where the files are, that they verified, class counts per split."""
+    ds = load(data_dir)
+    train_idx, val_idx = split_indices(len(ds.y_train), ds.y_train, val_size, split_seed, limit)
+    return {
+        "directory": str(ds.directory),
+        "source": ds.source,
+        "verified": True,
+        "files": [{"name": f.filename, "items": f.count, "sha256": f.sha256} for f in FILES],
+        "classes": list(CLASS_NAMES),
+        "splits": {
+            "train": class_counts(ds.y_train[train_idx]),
+            "val": class_counts(ds.y_train[val_idx]),
+            "test": class_counts(ds.y_test),
+        },
+        "val_size": val_size,
+        "split_seed": split_seed,
+        "limit": limit,
+    }
+
+
+def download() -> Path:
+    """Fetch the files with Keras's own downloader into its cache (needs internet)."""
+    from . import backend
+    backend.configure()
+    import keras
+
+    try:
+        keras.datasets.fashion_mnist.load_data()
+    except Exception as err:  # network errors come in many types (URLError, socket, SSL)
+        raise DataError(f"Downloading Fashion-MNIST failed ({err}). Check the internet connection, "
+                        "or install it with `sudo apt-get install dataset-fashion-mnist`.") from None
+    _load_dir.cache_clear()
+    return keras_cache_dir()

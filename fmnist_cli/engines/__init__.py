@@ -1,0 +1,87 @@
+"""Training engines. Each trains a group of runs that share their data and batching, and reports
+epoch events. One interface, so the rest of the tool never cares which engine ran:
+
+    train(configs, split, on_event, should_stop) -> list[Outcome]
+
+- `fit`:   Keras `model.fit`, any backend, one run at a time (steps_per_execution fuses steps).
+- `fused`: JAX only; every run of the group stepped inside one compiled program per epoch, with the
+           data resident on the device (see fused.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass
+class Outcome:
+    """What an engine hands back for one run."""
+
+    history: dict[str, list[float]]
+    status: str                 # completed | interrupted | diverged
+    best_epoch: int | None      # 1-based, by val_accuracy; None when no epoch finished
+    stopped_early: bool = False
+    model: Any = None           # a compiled Keras model holding the weights to save
+    message: str | None = None
+
+
+@dataclass
+class EpochTracker:
+    """The per-run policy both engines share, so they agree on meaning: records finished epochs,
+    finds the best one (highest val_accuracy), applies early stopping (Keras's rule: stop after
+    `patience` epochs without improvement) and spots divergence."""
+
+    patience: int | None = None
+    history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in (*METRICS, "seconds")})
+    best_epoch: int | None = None
+    best_value: float = -math.inf
+    wait: int = 0
+    done: bool = False
+    status: str = "completed"
+    stopped_early: bool = False
+
+    def add(self, metrics: dict[str, float], seconds: float) -> tuple[bool, bool]:
+        """Record one finished epoch. Returns (is_best, keep_going)."""
+        if not all(math.isfinite(metrics[k]) for k in ("loss", "val_loss")):
+            self.status, self.done = "diverged", True
+            return False, False
+        for key in METRICS:
+            self.history[key].append(float(metrics[key]))
+        self.history["seconds"].append(round(float(seconds), 4))
+        epoch = len(self.history["loss"])
+        is_best = metrics["val_accuracy"] > self.best_value
+        if is_best:
+            self.best_value, self.best_epoch, self.wait = float(metrics["val_accuracy"]), epoch, 0
+        else:
+            self.wait += 1
+            if self.patience is not None and self.wait >= self.patience:
+                self.stopped_early, self.done = True, True
+                return is_best, False
+        return is_best, True
+
+
+EventFn = Callable[[dict], None]
+StopFn = Callable[[], bool]
+
+
+def get(name: str):
+    if name == "fit":
+        from . import fit
+
+        return fit
+    if name == "fused":
+        from . import fused
+
+        return fused
+    raise ValueError(f"unknown engine {name!r}")
+
+
+def divergence_hint(config) -> str:
+    lr = config.optimizer.learning_rate
+    now = f" (now {lr:g})" if lr is not None else ""
+    return (f"The loss became NaN or infinite: lower the learning rate{now}, "
+            "e.g. --learning-rate 0.001, or pick an adaptive optimizer such as adam.")

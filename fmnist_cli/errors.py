@@ -1,0 +1,31 @@
+"""Errors a user can act on. The CLI prints their message as is, without a traceback."""
+
+
+class FmnistError(Exception):
+    """Something went wrong that the user can fix; `str(err)` says what and how."""
+
+    exit_code = 1
+
+
+class UsageError(FmnistError):
+    """A bad option value, an unknown name, a malformed spec."""
+
+    exit_code = 2
+
+
+class DataError(FmnistError):
+    """The Fashion-MNIST files are missing, truncated or corrupt."""
+
+    exit_code = 2
+
+
+class RunNotFound(FmnistError):
+    """No run (or comparison) matches what the user asked for."""
+
+    exit_code = 2
+
+
+class StorageError(FmnistError):
+    """The runs directory cannot be written (permissions, disk full) or a run file is unreadable."""
+
+    exit_code = 1

@@ -1,0 +1,56 @@
+"""Scoring a saved run on the validation or test split it was (or was not) trained against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import data, runs
+from .config import RunConfig
+from .errors import StorageError, UsageError
+
+
+def evaluate(run_dir: Path, split: str = "val", data_dir=None, backend_name: str | None = None,
+             store: bool = True) -> dict:
+    if split not in ("val", "test"):
+        raise UsageError(f"--split must be val or test, not {split!r}.")
+    try:
+        config = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
+    except (OSError, ValueError, TypeError, UsageError) as err:
+        raise StorageError(f"{run_dir / 'config.json'} is missing or unreadable ({err}); "
+                           "this run cannot be rebuilt.") from None
+    from . import backend
+
+    backend.configure(backend_name)
+    dataset = data.load(data_dir)
+    if split == "val":
+        # The same rows the run validated on: the split is rebuilt from the saved config.
+        _, idx = data.split_indices(len(dataset.y_train), dataset.y_train, config.val_size,
+                                    config.split_seed, config.limit)
+        x, y = data.scale(dataset.x_train[idx]), dataset.y_train[idx]
+    else:
+        x, y = data.scale(dataset.x_test), dataset.y_test
+    model = runs.load_model(run_dir)
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    if not getattr(model, "compiled", False):
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    try:
+        loss, accuracy = model.evaluate(x, y, batch_size=1024, verbose=0)
+        predicted = np.argmax(model.predict(x, batch_size=1024, verbose=0), axis=-1)
+    except Exception as err:  # a foreign model with other shapes fails here
+        raise StorageError(f"The model in {run_dir} does not take 28x28 images with 10 classes "
+                           f"({type(err).__name__}); it is not an fmnist model.") from None
+    matrix = confusion_matrix(y, predicted, labels=list(range(len(data.CLASS_NAMES))))
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    result = {
+        "run_id": run_dir.name, "run_dir": str(run_dir), "split": split, "n": int(len(y)),
+        "loss": float(loss), "accuracy": float(accuracy),
+        "per_class": [{"class": name, "accuracy": float(a), "n": int(c)}
+                      for name, a, c in zip(data.CLASS_NAMES, per_class, matrix.sum(axis=1))],
+        "confusion_matrix": matrix.tolist(), "classes": list(data.CLASS_NAMES),
+        "evaluated": runs._now(),
+    }
+    if store:
+        runs.record_evaluation(run_dir, split, result)
+    return result

@@ -1,0 +1,208 @@
+"""Everything the user sees: Rich tables, live progress, plain lines when output is not a terminal.
+The core hands plain dicts and events here; nothing here trains or reads files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+def _console(stream) -> Console:
+    # Rich wraps at 80 columns when not on a terminal; logs and pipes read better unwrapped.
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS") or 160)
+    return Console(file=stream, width=width)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr)
+
+
+def fmt(value, digits=4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_json(data) -> None:
+    """Exactly one JSON document on stdout (NaN written as null so any JSON parser reads it)."""
+    sys.stdout.write(json.dumps(_clean(data), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+# --- train -------------------------------------------------------------------------------------
+
+EPOCH_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def epoch_table(title: str | None = None) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    table.add_column("epoch", justify="right")
+    for col in EPOCH_COLUMNS:
+        table.add_column(col, justify="right")
+    table.add_column("seconds", justify="right")
+    return table
+
+
+def plain_epoch_line(event: dict, epochs: int) -> str:
+    return (f"epoch {event['epoch']}/{epochs}  " +
+            "  ".join(f"{k} {fmt(event[k])}" for k in EPOCH_COLUMNS) + f"  {event['seconds']:.2f}s")
+
+
+class TrainDisplay:
+    """Live view of one run: a progress bar inside the epoch and a table that gains a row per epoch.
+    With `plain` (output not a terminal) one line per epoch, never one per step."""
+
+    def __init__(self, epochs: int, console: Console, plain: bool, quiet: bool = False):
+        self.epochs, self.console, self.plain, self.quiet = epochs, console, plain, quiet
+        self.table = epoch_table()
+        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("steps"), TimeElapsedColumn(),
+                                 console=console, transient=True)
+        self.task = None
+        self.live = None
+
+    def __enter__(self):
+        if not (self.plain or self.quiet):
+            self.live = Live(Group(self.table, self.progress), console=self.console, refresh_per_second=8,
+                             transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            if self.task is not None:
+                self.progress.update(self.task, visible=False)
+            self.live.__exit__(*exc)
+
+    def on_event(self, event: dict) -> None:
+        if self.quiet:
+            return
+        kind = event["type"]
+        if kind == "epoch_start" and not self.plain:
+            if self.task is None:
+                self.task = self.progress.add_task("train", total=event["steps"], epoch=event["epoch"],
+                                                   epochs=self.epochs)
+            else:
+                self.progress.reset(self.task, total=event["steps"], epoch=event["epoch"])
+        elif kind == "step" and not self.plain and self.task is not None:
+            self.progress.update(self.task, completed=event["step"])
+        elif kind == "epoch":
+            if self.plain:
+                self.console.print(plain_epoch_line(event, self.epochs), highlight=False, soft_wrap=True)
+            else:
+                style = "bold green" if event.get("is_best") else None
+                self.table.add_row(str(event["epoch"]), *(fmt(event[k]) for k in EPOCH_COLUMNS),
+                                   f"{event['seconds']:.2f}", style=style)
+
+
+def train_result(result: dict, console: Console) -> None:
+    status = result["status"]
+    best = result.get("best_epoch")
+    if best:
+        console.print(f"Best epoch: {best} (val_accuracy {fmt(result['best_val_accuracy'])}).", highlight=False)
+    if result.get("stopped_early"):
+        console.print(f"Stopped early after {result['epochs_run']} epochs; the saved model is epoch {best}'s.",
+                      highlight=False)
+    if status == "interrupted":
+        console.print(f"Interrupted: kept {result['epochs_run']} finished epoch(s).", highlight=False)
+    if status == "diverged":
+        console.print(f"Diverged: {result.get('message')}", highlight=False)
+    where = result.get("model_path") or result["run_dir"]
+    console.print(f"Run {result['run_id']} {status} in {result['seconds']:.1f}s, saved to {where}",
+                  highlight=False, soft_wrap=True)
+
+
+# --- evaluate, summary, runs, data -----------------------------------------------------------------
+
+def evaluation(result: dict, console: Console) -> None:
+    console.print(f"Run {result['run_id']} on the {result['split']} split ({result['n']} images): "
+                  f"loss {fmt(result['loss'])}, accuracy {fmt(result['accuracy'])}", highlight=False)
+    per_class = Table(title="Per-class accuracy", box=box.SIMPLE_HEAVY)
+    per_class.add_column("class")
+    per_class.add_column("accuracy", justify="right")
+    per_class.add_column("images", justify="right")
+    for row in result["per_class"]:
+        per_class.add_row(row["class"], fmt(row["accuracy"]), str(row["n"]))
+    console.print(per_class)
+    matrix = Table(title="Confusion matrix (rows: true class, columns: predicted class #)", box=box.SIMPLE)
+    matrix.add_column("true class")
+    for j in range(len(result["classes"])):
+        matrix.add_column(str(j), justify="right")
+    for i, (name, row) in enumerate(zip(result["classes"], result["confusion_matrix"])):
+        matrix.add_row(f"{i} {name}", *(f"[bold]{v}[/]" if j == i else str(v) for j, v in enumerate(row)))
+    console.print(matrix)
+
+
+def model_summary(info: dict, console: Console) -> None:
+    table = Table(title=info.get("title", "Model"), box=box.SIMPLE_HEAVY)
+    for col, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right")):
+        table.add_column(col, justify=justify)
+    for row in info["layers"]:
+        kind = row["type"] + (f" ({row['activation']})" if row.get("activation") else "")
+        shape = "(" + ", ".join("None" if d is None else str(d) for d in row["output_shape"]) + ")"
+        table.add_row(row["name"], kind, shape, f"{row['params']:,}")
+    console.print(table)
+    console.print(f"Total params: {info['total_params']:,}\nTrainable params: {info['trainable_params']:,}\n"
+                  f"Non-trainable params: {info['non_trainable_params']:,}", highlight=False)
+
+
+def runs_table(records: list[dict], console: Console) -> None:
+    table = Table(box=box.SIMPLE_HEAVY)
+    for col, justify in (("id", "left"), ("when", "left"), ("config", "left"), ("best val_acc", "right"),
+                         ("test acc", "right"), ("status", "left"), ("seconds", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
+    colors = {"completed": "green", "interrupted": "yellow", "diverged": "red", "failed": "red",
+              "crashed": "red", "broken": "red", "running": "cyan"}
+    for r in records:
+        cfg = r.get("config")
+        from .config import RunConfig
+
+        short = RunConfig.from_dict(cfg).short() if cfg else "?"
+        test = (r.get("evaluations") or {}).get("test", {}).get("accuracy")
+        when = (r.get("created") or "")[:16].replace("T", " ")
+        status = r["status"]
+        table.add_row(r["id"], when, short, fmt(r.get("best_val_accuracy")), fmt(test),
+                      f"[{colors.get(status, 'white')}]{status}[/]", fmt(r.get("seconds"), 1))
+    console.print(table)
+
+
+def data_info(info: dict, console: Console) -> None:
+    console.print(f"Fashion-MNIST found in {info['directory']} ({info['source']}); all four files verified "
+                  "(gzip, IDX header, counts, labels, checksums).", highlight=False, soft_wrap=True)
+    table = Table(box=box.SIMPLE_HEAVY, title=f"Class counts (validation split {info['val_size']:g}, "
+                                               f"seed {info['split_seed']})")
+    table.add_column("#", justify="right")
+    table.add_column("class")
+    for split in info["splits"]:
+        table.add_column(split, justify="right")
+    for i, name in enumerate(info["classes"]):
+        table.add_row(str(i), name, *(f"{info['splits'][s][i]:,}" for s in info["splits"]))
+    table.add_row("", "total", *(f"{sum(info['splits'][s]):,}" for s in info["splits"]), style="bold")
+    console.print(table)
+
+
+def stopwatch():
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start

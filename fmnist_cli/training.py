@@ -1,0 +1,121 @@
+"""Training runs end to end: data -> run folders -> engine -> saved model, history and status.
+Returns plain dicts; never prints."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from pathlib import Path
+
+from . import data, engines, runs
+from .config import RunConfig
+from .errors import FmnistError
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: engines stop at the next step or epoch boundary and keep what finished.
+    A second Ctrl-C gives up waiting and raises KeyboardInterrupt."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal = None
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum, frame):
+            if self.event.is_set() and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.signal = signum
+            self.event.set()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def group_key(config: RunConfig) -> tuple:
+    """Runs with equal keys can share one engine call (the fused engine steps them together)."""
+    return (config.backend, config.resolved_engine, config.batch_size, config.val_size,
+            config.split_seed, config.limit)
+
+
+def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=None, should_stop=None,
+                on_created=None) -> list[dict]:
+    """Train runs that share a group_key in one engine call; one result dict per config."""
+    from . import backend
+
+    on_event = on_event or (lambda event: None)
+    should_stop = should_stop or (lambda: False)
+    assert len({group_key(c) for c in configs}) == 1, "a group shares its data and batching"
+    first = configs[0]
+    backend.configure(first.backend)
+    dataset = data.load(data_dir)
+    split = data.make_split(dataset, first.val_size, first.split_seed, first.limit)
+
+    run_dirs = [runs.create_run(root, c) for c in configs]
+    if on_created:
+        on_created(run_dirs)
+    versions = backend.describe()
+    started = time.time()
+    for d in run_dirs:
+        runs.update_run(d, started=runs._now(), versions=versions, n_train=len(split.y_train),
+                        n_val=len(split.y_val), data_dir=str(dataset.directory))
+
+    def relay(event):
+        on_event({**event, "run_id": run_dirs[event["member"]].name})
+
+    try:
+        outcomes = engines.get(first.resolved_engine).train(configs, split, relay, should_stop)
+    except KeyboardInterrupt:
+        for d in run_dirs:
+            runs.update_run(d, status="interrupted", finished=runs._now(),
+                            seconds=round(time.time() - started, 3), message="stopped by a second Ctrl-C")
+        raise
+    except FmnistError:
+        raise
+    except Exception as err:  # an engine failure is recorded in the runs before it is reported
+        for d in run_dirs:
+            runs.update_run(d, status="failed", finished=runs._now(), seconds=round(time.time() - started, 3),
+                            message=f"{type(err).__name__}: {err}"[:500])
+        raise
+    seconds = round(time.time() - started, 3)
+    return [_finish(d, c, o, seconds) for d, c, o in zip(run_dirs, configs, outcomes)]
+
+
+def _finish(run_dir: Path, config: RunConfig, outcome: engines.Outcome, seconds: float) -> dict:
+    runs.atomic_write_json(run_dir / "history.json", outcome.history)
+    model_path = runs.save_model(run_dir, outcome.model) if outcome.model is not None else None
+    hist = outcome.history
+    best = outcome.best_epoch
+    summary = {
+        "status": outcome.status,
+        "finished": runs._now(),
+        "seconds": seconds,
+        "epochs_run": len(hist["loss"]),
+        "best_epoch": best,
+        "best_val_accuracy": hist["val_accuracy"][best - 1] if best else None,
+        "final": {k: hist[k][-1] for k in engines.METRICS} if hist["loss"] else None,
+        "stopped_early": outcome.stopped_early,
+        "message": outcome.message,
+        "model_epoch": (best if config.early_stopping else len(hist["loss"])) if model_path else None,
+    }
+    runs.update_run(run_dir, **summary)
+    return {"run_id": run_dir.name, "run_dir": str(run_dir),
+            "model_path": str(model_path) if model_path else None,
+            "config": config.to_dict(), "history": hist, **summary}
+
+
+def train(config: RunConfig, root: Path, data_dir=None, on_event=None, should_stop=None) -> dict:
+    return train_group([config], root, data_dir, on_event, should_stop)[0]
