@@ -261,6 +261,118 @@ def list_runs(
 
 
 @command()
+def compare(
+    optimizers: Annotated[Optional[list[str]], typer.Argument(help="Optimizers to compare, e.g. sgd momentum adam 'sgd:lr=0.1'.", show_default=False)] = None,
+    vary: Annotated[Optional[list[str]], typer.Option("--vary", help="Another setting to compare: activation=sigmoid,relu; hidden=100,300-100; dropout=0,0.2; lr=0.1,0.01. Repeatable; the full grid is trained.")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", "-r", help="Seeds per variant (seed, seed+1, ...); figures become mean ± std.")] = 1,
+    hidden: Hidden = "100", activation: Activation = "relu", dropout: Dropout = 0.0,
+    optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, epochs: Epochs = 5,
+    batch_size: BatchSize = 32, seed: Seed = 42, val_size: ValSize = 0.2, split_seed: SplitSeed = 42,
+    limit: Limit = None, early_stopping: EarlyStopping = None, backend: Backend = None, engine: Engine = "auto",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to N units at once in separate processes.")] = 1,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write learning curves to this PNG file.")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Finish comparison ID (or 'latest'): train only its missing runs.")] = None,
+    show: Annotated[Optional[str], typer.Option("--show", help="Show comparison ID (or 'latest') again, without training.")] = None,
+    list_all: Annotated[bool, typer.Option("--list", help="List saved comparisons.")] = False,
+    runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
+):
+    """Train one model per variant under equal conditions and show them side by side.
+
+    Every variant gets the same split, the same initial weights and the same batch order; with
+    --repeats N each is trained with N seeds and shown as mean ± std.
+
+    Examples:
+
+      fmnist compare sgd momentum nesterov adagrad rmsprop adam
+
+      fmnist compare sgd 'sgd:lr=0.1' adam --repeats 3 --plot curves.png --csv curves.csv
+
+      fmnist compare --vary activation=sigmoid,relu --vary hidden=100,300-100
+
+      fmnist compare adam rmsprop --backend jax --epochs 20 --early-stopping 3
+
+      fmnist compare --show latest
+    """
+    from . import compare as cmp
+    from . import report, runs, training
+
+    root = runs.runs_root(runs_dir)
+    console = _consoles(json_out)
+    if list_all:
+        items = cmp.list_comparisons(root)
+        if json_out:
+            report.print_json(items)
+        else:
+            for item in items:
+                console.print(f"{item['id']}  repeats {item['repeats']}  {', '.join(item['variants'])}",
+                              highlight=False, markup=False)
+        return
+    if jobs < 1 or jobs > 64:
+        raise UsageError("--jobs must be from 1 to 64.")
+    if repeats < 1 or repeats > 100:
+        raise UsageError("--repeats must be from 1 to 100.")
+    for out_path, suffix in ((plot, ".png"), (csv_path, ".csv")):
+        if out_path is not None and out_path.suffix.lower() != suffix:
+            raise UsageError(f"{out_path} should end in {suffix}.")
+        if out_path is not None and not out_path.parent.expanduser().is_dir():
+            raise UsageError(f"The folder of {out_path} does not exist.")
+    if show:
+        record = cmp.load_comparison(root, show)
+    elif resume:
+        record = cmp.load_comparison(root, resume)
+    else:
+        base = make_config(hidden, activation, dropout, optimizer, learning_rate, None, None, epochs, batch_size,
+                           seed, val_size, split_seed, limit, early_stopping, backend, engine)
+        variants = cmp.expand(base, list(optimizers or []), cmp.parse_vary(list(vary or [])))
+        record = cmp.new_comparison(root, base, variants, repeats, sys.argv[1:])
+    status = 0
+    if not show:
+        labels = [v["label"] for v in record["variants"]]
+        stop = training.StopFlag()
+        plain = not console.is_terminal
+        if not quiet:
+            report.err.print(f"Comparison {record['id']}: {len(labels)} variant(s) x {record['repeats']} seed(s).",
+                             highlight=False)
+        with stop.installed(), report.CompareDisplay(labels, record["repeats"], console, plain, quiet) as display:
+            record = cmp.execute(root, record, data_dir, jobs, display.on_event, stop)
+        if stop():
+            status = 130
+    summary_data = cmp.summarize(root, record)
+    if plot:
+        _atomic_plot(summary_data, plot)
+    if csv_path:
+        cmp.write_csv(summary_data, csv_path)
+    if json_out:
+        report.print_json(summary_data)
+    else:
+        report.comparison_table(summary_data, console)
+        for what, path in (("Curves", plot), ("CSV", csv_path)):
+            if path:
+                console.print(f"{what} written to {path}", highlight=False)
+        if status == 130:
+            console.print(f"Interrupted. Finish it with: fmnist compare --resume {record['id']}", highlight=False)
+    if status:
+        raise typer.Exit(status)
+
+
+def _atomic_plot(summary_data: dict, path: Path) -> None:
+    import os as _os
+    import tempfile
+
+    from . import report
+
+    fd, tmp = tempfile.mkstemp(dir=path.expanduser().parent, suffix=".png")
+    _os.close(fd)
+    try:
+        report.plot_comparison(summary_data, tmp)
+        _os.replace(tmp, path.expanduser())
+    finally:
+        if _os.path.exists(tmp):
+            _os.unlink(tmp)
+
+
+@command()
 def data(
     data_dir: DataDir = None,
     download: Annotated[bool, typer.Option("--download", help="Fetch the files with Keras's downloader (needs internet).")] = False,

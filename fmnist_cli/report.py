@@ -206,3 +206,186 @@ def data_info(info: dict, console: Console) -> None:
 def stopwatch():
     start = time.perf_counter()
     return lambda: time.perf_counter() - start
+
+
+# --- compare -------------------------------------------------------------------------------------
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, lo: float, hi: float) -> str:
+    chars = []
+    for v in values:
+        if v is None:
+            chars.append(" ")
+            continue
+        frac = 0.0 if hi <= lo else (v - lo) / (hi - lo)
+        chars.append(SPARKS[min(len(SPARKS) - 1, max(0, int(round(frac * (len(SPARKS) - 1)))))])
+    return "".join(chars)
+
+
+def pm(s: dict, digits=4) -> str:
+    """mean ± std (std only where there are several repeats)."""
+    if not s or s.get("mean") is None:
+        return "-"
+    text = f"{s['mean']:.{digits}f}"
+    if s.get("std") is not None:
+        text += f" ± {s['std']:.{digits}f}"
+    return text
+
+
+class CompareDisplay:
+    """Overall progress (runs done / total, time left) and a table that fills in as epochs finish.
+    Plain mode: one line per finished epoch and per finished run."""
+
+    def __init__(self, labels: list[str], repeats: int, console: Console, plain: bool, quiet: bool = False):
+        self.console, self.plain, self.quiet, self.repeats = console, plain, quiet, repeats
+        self.labels = labels
+        self.rows = {label: {"done": 0, "epoch": "", "val_accuracy": None, "best": None, "status": "waiting"}
+                     for label in labels}
+        self.runs_total = 0
+        self.runs_done = 0
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("epochs"), TimeElapsedColumn(), TextColumn("left"),
+                                 TimeRemainingColumn(), console=console)
+        self.task = None
+        self.live = None
+
+    def _table(self) -> Table:
+        table = Table(box=box.SIMPLE_HEAVY)
+        for col, j in (("variant", "left"), ("runs", "right"), ("epoch", "right"), ("val_accuracy", "right"),
+                       ("best", "right"), ("status", "left")):
+            table.add_column(col, justify=j)
+        for label in self.labels:
+            r = self.rows[label]
+            table.add_row(label, f"{r['done']}/{self.repeats}", str(r["epoch"]), fmt(r["val_accuracy"]),
+                          fmt(r["best"]), r["status"])
+        return table
+
+    def __enter__(self):
+        if not (self.plain or self.quiet):
+            self.live = Live(Group(self._table(), self.progress), console=self.console, refresh_per_second=4,
+                             transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def _refresh(self):
+        if self.live:
+            self.live.update(Group(self._table(), self.progress))
+
+    def on_event(self, event: dict) -> None:
+        if self.quiet:
+            return
+        kind = event["type"]
+        if kind == "plan":
+            self.runs_total = event["runs"]
+            self.task = self.progress.add_task(f"runs 0/{self.runs_total}", total=max(event["epochs"], 1))
+            if self.plain:
+                self.console.print(f"Training {event['runs']} run(s) in {event['units']} unit(s)...", highlight=False)
+        elif kind == "epoch":
+            label = event.get("variant")
+            row = self.rows.get(label)
+            if row is not None:
+                row.update(epoch=f"{event['epoch']}/{event['epochs']}", val_accuracy=event["val_accuracy"],
+                           status="training")
+                if row["best"] is None or event["val_accuracy"] > row["best"]:
+                    row["best"] = event["val_accuracy"]
+            if self.task is not None:
+                self.progress.advance(self.task, 1)
+            if self.plain:
+                self.console.print(f"[{label} #{event.get('repeat')}] " + plain_epoch_line(event, event["epochs"]),
+                                   highlight=False, soft_wrap=True, markup=False)
+        elif kind == "run_done":
+            self.runs_done += 1
+            label = self.labels[event["variant"]]
+            row = self.rows[label]
+            row["done"] += 1
+            if event["status"] != "completed" or row["status"] not in ("completed", "training", "waiting"):
+                row["status"] = event["status"] if row["status"] in ("completed", "training", "waiting") else row["status"]
+            elif row["done"] >= self.repeats:
+                row["status"] = "completed"
+            if self.task is not None:
+                task = self.progress.tasks[0]
+                # a run stopped early or diverged leaves epochs it will never train: count them done
+                expected = task.total * self.runs_done / max(self.runs_total, 1)
+                self.progress.update(self.task, completed=max(task.completed, int(expected)),
+                                     description=f"runs {self.runs_done}/{self.runs_total}")
+            if self.plain:
+                self.console.print(f"[{label} #{event['repeat']}] run {event['status']}", highlight=False,
+                                   markup=False)
+        self._refresh()
+
+
+def comparison_table(summary: dict, console: Console) -> None:
+    curves = [v["aggregate"]["per_epoch"]["val_accuracy"]["mean"] for v in summary["variants"]]
+    finite = [x for c in curves for x in c if x is not None]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    n = summary["repeats"]
+    title = f"Comparison {summary['comparison_id']}" + (f" (mean ± std over {n} seeds)" if n > 1 else "")
+    table = Table(title=title, box=box.SIMPLE_HEAVY)
+    for col, j in (("variant", "left"), ("n", "right"), ("loss", "right"), ("accuracy", "right"),
+                   ("val_loss", "right"), ("val_accuracy", "right"), ("best val_acc", "right"),
+                   ("best epoch", "right"), ("s/epoch", "right"), ("val_acc curve", "left"), ("status", "left")):
+        table.add_column(col, justify=j, no_wrap=True)
+    for v in summary["variants"]:
+        agg = v["aggregate"]
+        is_best = v["label"] == summary["best_variant"]
+        final = agg["final"]
+        status = v["status"]
+        color = {"completed": "green", "diverged": "red", "failed": "red", "interrupted": "yellow"}.get(status, "white")
+        table.add_row(("★ " if is_best else "  ") + v["label"], str(agg["n"]), pm(final["loss"]),
+                      pm(final["accuracy"]), pm(final["val_loss"]), pm(final["val_accuracy"]),
+                      pm(agg["best_val_accuracy"]), pm(agg["best_epoch"], 1), pm(agg["seconds_per_epoch"], 2),
+                      sparkline(agg["per_epoch"]["val_accuracy"]["mean"], lo, hi), f"[{color}]{status}[/]",
+                      style="bold" if is_best else None)
+    console.print(table)
+    if summary["best_variant"]:
+        console.print(f"★ best: {summary['best_variant']} (highest best val_accuracy"
+                      f"{', mean over seeds' if n > 1 else ''}). Curves span {lo:.4f}-{hi:.4f}.", highlight=False)
+    for v in summary["variants"]:
+        for r in v["runs"]:
+            if r["status"] in ("diverged", "failed") and r.get("message"):
+                console.print(f"{v['label']} (seed #{r['repeat']}): {r['status']}: {r['message']}",
+                              highlight=False, soft_wrap=True)
+                break
+
+
+def plot_comparison(summary: dict, path) -> None:
+    """Train and validation loss and accuracy per epoch for every variant; a band of ± one std
+    where there are repeats."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    panels = [("loss", "train loss"), ("val_loss", "validation loss"),
+              ("accuracy", "train accuracy"), ("val_accuracy", "validation accuracy")]
+    for ax, (metric, title) in zip(axes.flat, panels):
+        for i, v in enumerate(summary["variants"]):
+            pe = v["aggregate"]["per_epoch"][metric]
+            if not pe["mean"]:
+                continue
+            epochs = np.arange(1, len(pe["mean"]) + 1)
+            mean = np.array([np.nan if m is None else m for m in pe["mean"]], dtype=float)
+            color = f"C{i % 10}"
+            ax.plot(epochs, mean, marker="o", markersize=3, color=color,
+                    label=v["label"] + ("" if v["status"] == "completed" else f" ({v['status']})"))
+            if any(s is not None for s in pe["std"]):
+                std = np.array([0.0 if s is None else s for s in pe["std"]], dtype=float)
+                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0, 0].legend(fontsize=8)
+    n = summary["repeats"]
+    fig.suptitle(f"fmnist compare {summary['comparison_id']}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

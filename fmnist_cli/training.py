@@ -74,7 +74,9 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
                         n_val=len(split.y_val), data_dir=str(dataset.directory))
 
     def relay(event):
-        on_event({**event, "run_id": run_dirs[event["member"]].name})
+        config = configs[event["member"]]
+        on_event({**event, "run_id": run_dirs[event["member"]].name, "variant": config.variant,
+                  "repeat": config.repeat, "epochs": config.epochs})
 
     try:
         outcomes = engines.get(first.resolved_engine).train(configs, split, relay, should_stop)
