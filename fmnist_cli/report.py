@@ -15,14 +15,16 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-def _console(stream) -> Console:
+def _console(stderr: bool) -> Console:
     # Rich wraps at 80 columns when not on a terminal; logs and pipes read better unwrapped.
+    # No `file=`: Rich then writes to whatever sys.stdout/stderr is at the time (tests swap them).
+    stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else int(os.environ.get("COLUMNS") or 160)
-    return Console(file=stream, width=width)
+    return Console(stderr=stderr, width=width)
 
 
-out = _console(sys.stdout)
-err = _console(sys.stderr)
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 
 def fmt(value, digits=4) -> str:
