@@ -1,0 +1,95 @@
+"""The fused JAX engine against Keras's own fit, and its models against plain Keras. JAX runs in a
+subprocess: a process holds one Keras backend, and the in-process tests use TensorFlow."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("jax")
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from fmnist_cli import backend, training
+    from fmnist_cli.config import RunConfig, parse_optimizer
+    backend.configure("jax")
+    root = Path(sys.argv[1])
+    out = {}
+    def run(tag, **kw):
+        cfg = RunConfig(backend="jax", **kw).validate()
+        r = training.train(cfg, root)
+        out[tag] = {k: r[k] for k in ("history", "status", "best_epoch", "model_path", "stopped_early")}
+    # one full batch per epoch: batch order cannot matter, so fit and fused must agree closely
+    for engine in ("fit", "fused"):
+        for opt in ("sgd", "adam", "nesterov"):
+            run(f"{engine}-{opt}", engine=engine, optimizer=parse_optimizer(opt), limit=1000, batch_size=1000,
+                epochs=3)
+    run("fused-default", limit=5000, epochs=3)
+    run("fused-dropout-es", limit=2000, epochs=40, dropout=0.3, hidden=(64, 32), activation="gelu",
+        optimizer=parse_optimizer("sgd:lr=0.5"), early_stopping=1)
+    run("fused-partial", limit=1010, batch_size=100, epochs=2)
+    print(json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def jax_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jaxruns")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(root)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "nesterov"])
+def test_fused_equals_fit_when_batch_order_cannot_matter(jax_runs, opt):
+    fit, fused = jax_runs[f"fit-{opt}"]["history"], jax_runs[f"fused-{opt}"]["history"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert fused[key] == pytest.approx(fit[key], abs=2e-4), key
+
+
+def test_fused_matches_tensorflow_fit_within_noise(jax_runs):
+    import json as _json
+
+    from conftest import invoke
+
+    tf = _json.loads(invoke("train", "--limit", "5000", "--epochs", "3", "--json").stdout)
+    jx = jax_runs["fused-default"]
+    assert jx["status"] == "completed" and len(jx["history"]["loss"]) == 3
+    for a, b in zip(tf["history"]["val_accuracy"], jx["history"]["val_accuracy"]):
+        assert abs(a - b) < 0.04
+    assert jx["history"]["loss"][-1] < jx["history"]["loss"][0]
+
+
+def test_fused_model_reloads_in_plain_keras_with_the_same_accuracy(jax_runs):
+    import keras
+
+    from fmnist_cli import data
+
+    run = jax_runs["fused-default"]
+    model = keras.models.load_model(run["model_path"])     # TensorFlow backend, this process
+    split = data.make_split(data.load(), limit=5000)
+    loss, acc = model.evaluate(split.x_val, split.y_val, verbose=0)
+    assert acc == pytest.approx(run["history"]["val_accuracy"][-1], abs=2e-4)
+    assert loss == pytest.approx(run["history"]["val_loss"][-1], rel=1e-3)
+
+
+def test_fused_early_stopping_dropout_and_gelu(jax_runs):
+    import keras
+
+    from fmnist_cli import data
+
+    run = jax_runs["fused-dropout-es"]
+    hist = run["history"]
+    assert run["stopped_early"] and len(hist["loss"]) < 40
+    model = keras.models.load_model(run["model_path"])
+    split = data.make_split(data.load(), limit=2000)
+    _, acc = model.evaluate(split.x_val, split.y_val, verbose=0)
+    assert acc == pytest.approx(max(hist["val_accuracy"]), abs=2e-4)
+
+
+def test_fused_handles_a_partial_last_batch(jax_runs):
+    run = jax_runs["fused-partial"]
+    assert run["status"] == "completed" and all(0 < a <= 1 for a in run["history"]["accuracy"])

@@ -1,0 +1,113 @@
+"""train, evaluate and runs end to end through the CLI, on small real subsets (TensorFlow, in process)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import invoke, read_json
+
+SMALL = ("--limit", "1000", "--epochs", "2")
+
+
+def train_json(*args):
+    result = invoke("train", *SMALL, "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_train_json_shape_and_saved_run(runs_dir):
+    out = train_json("--optimizer", "adam", "--name", "first")
+    for key in ("run_id", "run_dir", "model_path", "status", "config", "history", "best_epoch", "seconds"):
+        assert key in out
+    assert out["status"] == "completed" and out["run_id"].endswith(out["run_id"][-4:])
+    assert "first" in out["run_id"]
+    hist = out["history"]
+    assert all(len(hist[k]) == 2 for k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+    assert out["best_epoch"] == int(np.argmax(hist["val_accuracy"])) + 1
+    run_dir = Path(out["run_dir"])
+    assert run_dir.parent == runs_dir
+    assert {"config.json", "history.json", "model.keras", "run.json"} <= {p.name for p in run_dir.iterdir()}
+    info = read_json(run_dir / "run.json")
+    assert info["status"] == "completed" and info["versions"]["backend"] == "tensorflow"
+    assert read_json(run_dir / "config.json")["optimizer"]["name"] == "adam"
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".model-")]
+
+
+def test_saved_model_opens_in_plain_keras_and_scores_what_was_reported():
+    import keras
+
+    from fmnist_cli import data
+
+    out = train_json()
+    model = keras.models.load_model(out["model_path"])
+    split = data.make_split(data.load(), limit=1000)
+    loss, acc = model.evaluate(split.x_val, split.y_val, verbose=0)
+    assert acc == pytest.approx(out["history"]["val_accuracy"][-1], abs=1e-6)
+    assert loss == pytest.approx(out["history"]["val_loss"][-1], rel=1e-4)
+
+
+def test_same_seed_same_numbers():
+    a, b = train_json("--seed", "7"), train_json("--seed", "7")
+    assert a["history"]["loss"] == b["history"]["loss"]
+    assert a["history"]["val_accuracy"] == b["history"]["val_accuracy"]
+    c = train_json("--seed", "8")
+    assert c["history"]["loss"] != a["history"]["loss"]
+
+
+def test_plain_output_is_one_line_per_epoch():
+    result = invoke("train", *SMALL)
+    assert result.exit_code == 0
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"]
+    assert "val_accuracy" in lines[0] and "saved to" in result.stdout
+
+
+def test_early_stopping_keeps_best_weights():
+    import keras
+
+    from fmnist_cli import data
+
+    out = train_json("--epochs", "30", "--early-stopping", "1", "--optimizer", "sgd:lr=0.5")
+    hist = out["history"]
+    assert len(hist["loss"]) < 30 and out["stopped_early"]
+    model = keras.models.load_model(out["model_path"])
+    split = data.make_split(data.load(), limit=1000)
+    _, acc = model.evaluate(split.x_val, split.y_val, verbose=0)
+    assert acc == pytest.approx(max(hist["val_accuracy"]), abs=1e-6)
+
+
+def test_evaluate_latest_val_and_test_stored_in_run():
+    out = train_json()
+    result = invoke("evaluate", "--json")
+    ev = json.loads(result.stdout)
+    assert ev["run_id"] == out["run_id"] and ev["split"] == "val" and ev["n"] == 12000
+    assert ev["accuracy"] == pytest.approx(out["history"]["val_accuracy"][-1], abs=1e-6)
+    assert np.array(ev["confusion_matrix"]).sum() == 12000 and len(ev["per_class"]) == 10
+    text = invoke("evaluate", out["run_id"][:20], "--split", "test")
+    assert text.exit_code == 0 and "Ankle boot" in text.output and "Confusion matrix" in text.output
+    info = read_json(Path(out["run_dir"]) / "run.json")
+    assert set(info["evaluations"]) == {"val", "test"}
+
+
+def test_runs_lists_newest_first_with_test_accuracy():
+    a = train_json("--name", "older")
+    b = train_json("--name", "newer")
+    invoke("evaluate", b["run_id"], "--split", "test")
+    listing = json.loads(invoke("runs", "--json").stdout)
+    assert [r["id"] for r in listing] == [b["run_id"], a["run_id"]]
+    assert listing[0]["evaluations"]["test"]["accuracy"] > 0.5
+    table = invoke("runs")
+    assert a["run_id"] in table.output and "completed" in table.output
+
+
+def test_summary_of_a_run():
+    out = train_json("--hidden", "64,32")
+    result = json.loads(invoke("summary", out["run_id"], "--json").stdout)
+    assert result["total_params"] == 784 * 64 + 64 + 64 * 32 + 32 + 330
+
+
+def test_evaluate_without_runs_is_a_clean_error():
+    result = invoke("evaluate")
+    assert result.exit_code == 2 and "no finished runs" in result.output and "Traceback" not in result.output
