@@ -1,0 +1,180 @@
+"""fmnist compare on small real subsets."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import fmnist, invoke, read_json
+from fmnist_cli import compare as cmp
+from fmnist_cli.config import RunConfig
+from fmnist_cli.errors import UsageError
+
+SMALL = ("--limit", "500", "--epochs", "2")
+
+
+def compare_json(*args):
+    result = invoke("compare", *args, "--json")
+    assert result.exit_code in (0, 130), result.output
+    return json.loads(result.stdout)
+
+
+def test_identical_variants_get_identical_histories():
+    # sgd's default learning rate is 0.01: two names for one optimizer. Equal split, initial
+    # weights and batch order must then give equal numbers.
+    out = compare_json("sgd", "sgd:lr=0.01", *SMALL)
+    a, b = (v["runs"][0]["history"] for v in out["variants"])
+    assert a["loss"] == b["loss"] and a["val_accuracy"] == b["val_accuracy"]
+
+
+def test_variants_start_from_equal_weights():
+    from fmnist_cli import models
+
+    record = {"id": "x", "repeats": 2, "variants": [
+        {"label": v["label"], "config": v["config"]}
+        for v in cmp.expand(RunConfig().validate(), ["sgd", "adam"], cmp.parse_vary(["activation=relu,tanh"]))]}
+    weights = {}
+    for vi, r, config in cmp.slots(record):
+        models.set_seed(config.seed)
+        weights[(vi, r)] = [w.copy() for w in models.build_model(config).get_weights()]
+    for vi in range(4):
+        assert all(np.array_equal(x, y) for x, y in zip(weights[(0, 0)], weights[(vi, 0)]))
+        assert all(np.array_equal(x, y) for x, y in zip(weights[(0, 1)], weights[(vi, 1)]))
+    assert not np.array_equal(weights[(0, 0)][0], weights[(0, 1)][0])   # repeats differ
+
+
+def test_repeats_aggregate_like_numpy_and_export(tmp_path):
+    plot, table = tmp_path / "curves.png", tmp_path / "curves.csv"
+    out = compare_json("sgd", "adam", *SMALL, "--repeats", "3", "--plot", plot, "--csv", table)
+    assert out["repeats"] == 3 and [v["label"] for v in out["variants"]] == ["sgd", "adam"]
+    for v in out["variants"]:
+        hists = [r["history"] for r in v["runs"]]
+        assert len(hists) == 3 and len({r["seed"] for r in v["runs"]}) == 3
+        finals = np.array([h["val_accuracy"][-1] for h in hists])
+        agg = v["aggregate"]
+        assert agg["final"]["val_accuracy"]["mean"] == pytest.approx(finals.mean())
+        assert agg["final"]["val_accuracy"]["std"] == pytest.approx(finals.std(ddof=1))
+        per_epoch = np.array([h["loss"] for h in hists])
+        assert agg["per_epoch"]["loss"]["mean"] == pytest.approx(per_epoch.mean(axis=0).tolist())
+        assert agg["per_epoch"]["loss"]["std"] == pytest.approx(per_epoch.std(axis=0, ddof=1).tolist())
+        best = np.array([max(h["val_accuracy"]) for h in hists])
+        assert agg["best_val_accuracy"]["mean"] == pytest.approx(best.mean())
+    assert out["best_variant"] in ("sgd", "adam")
+    # CSV: one row per variant per epoch
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 2 * 2 and rows[0]["variant"] == "sgd" and float(rows[0]["val_accuracy_mean"]) > 0
+    assert set(rows[0]) >= {"comparison", "variant", "epoch", "n", "loss_mean", "loss_std", "val_accuracy_std"}
+    # PNG: a real image
+    import matplotlib.image
+
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(plot).shape[0] > 300
+
+
+def test_table_marks_best_and_show_needs_no_training(runs_dir):
+    result = invoke("compare", "sgd", "adam", *SMALL)
+    assert result.exit_code == 0 and "★" in result.output and "best" in result.output
+    record = cmp.load_comparison(runs_dir, "latest")
+    n_runs = len(list(runs_dir.glob("2*")))
+    shown = invoke("compare", "--show", record["id"])
+    assert shown.exit_code == 0 and record["id"] in shown.output
+    assert len(list(runs_dir.glob("2*"))) == n_runs
+    listing = json.loads(invoke("runs", "--comparison", record["id"], "--json").stdout)
+    assert len(listing) == 2 and all(r["comparison"] == record["id"] for r in listing)
+    assert json.loads(invoke("compare", "--list", "--json").stdout)[0]["id"] == record["id"]
+
+
+def test_vary_activation_and_hidden_with_optimizers_is_the_full_grid():
+    base = RunConfig().validate()
+    variants = cmp.expand(base, ["sgd", "adam"], cmp.parse_vary(["activation=sigmoid,relu", "hidden=100,300-100"]))
+    assert len(variants) == 8
+    assert variants[0]["label"] == "sgd sigmoid 100" and variants[-1]["label"] == "adam relu 300-100"
+    assert variants[-1]["config"]["hidden"] == [300, 100]
+    lr = cmp.expand(base, [], cmp.parse_vary(["lr=0.1,0.01", "optimizer=sgd,adam"]))
+    assert [v["config"]["optimizer"]["learning_rate"] for v in lr] == [0.1, 0.1, 0.01, 0.01]
+
+
+@pytest.mark.parametrize("vary", ["speed=1,2", "activation=", "hidden=1,abc", "activation=foo", "lr=x"])
+def test_bad_vary_is_a_usage_error(vary):
+    with pytest.raises(UsageError):
+        cmp.expand(RunConfig().validate(), [], cmp.parse_vary([vary]))
+
+
+def test_nothing_to_compare_is_a_clean_error():
+    result = invoke("compare")
+    assert result.exit_code == 2 and "Nothing to compare" in result.output
+
+
+def test_diverging_variant_is_marked_and_others_go_on():
+    out = compare_json("sgd:lr=1e6", "adam", "--limit", "500", "--epochs", "2")
+    status = {v["label"]: v["status"] for v in out["variants"]}
+    assert status == {"sgd:lr=1e+06": "diverged", "adam": "completed"}
+    assert out["best_variant"] == "adam"
+    text = invoke("compare", "--show", out["comparison_id"])
+    assert "diverged" in text.output and "learning rate" in text.output
+
+
+def test_a_failing_variant_is_marked_and_others_go_on(monkeypatch):
+    from fmnist_cli.engines import fit
+
+    real = fit._train_one
+
+    def flaky(member, config, *a):
+        if config.optimizer.name == "adagrad":
+            raise RuntimeError("simulated engine failure")
+        return real(member, config, *a)
+
+    monkeypatch.setattr(fit, "_train_one", flaky)
+    out = compare_json("adagrad", "adam", *SMALL)
+    status = {v["label"]: v["status"] for v in out["variants"]}
+    assert status == {"adagrad": "failed", "adam": "completed"}
+
+
+def test_resume_trains_only_what_is_missing(runs_dir):
+    base = RunConfig(limit=500, epochs=1).validate()
+    variants = cmp.expand(base, ["sgd", "rmsprop", "adam"], {})
+    record = cmp.new_comparison(runs_dir, base, variants, 1, ["test"])
+    finished = []
+
+    def stop_after_first():
+        return len(finished) >= 1
+
+    def on_event(event):
+        if event["type"] == "run_done":
+            finished.append(event)
+
+    record = cmp.execute(runs_dir, record, on_event=on_event, should_stop=stop_after_first)
+    done = [v["runs"][0] for v in record["variants"]]
+    assert done[0] is not None and done[1:] == [None, None]
+    result = invoke("compare", "--resume", record["id"], "--json")
+    assert result.exit_code == 0, result.output
+    again = read_json(runs_dir / "comparisons" / f"{record['id']}.json")
+    ids = [v["runs"][0] for v in again["variants"]]
+    assert ids[0] == done[0] and None not in ids
+    assert all(v["status"] == "completed" for v in json.loads(result.stdout)["variants"])
+
+
+def test_jobs_give_the_same_results_as_one_job():
+    one = compare_json("sgd", "adam", *SMALL)
+    two = compare_json("sgd", "adam", *SMALL, "--jobs", "2")
+    for a, b in zip(one["variants"], two["variants"]):
+        assert a["runs"][0]["history"]["loss"] == b["runs"][0]["history"]["loss"]
+        assert a["runs"][0]["history"]["val_accuracy"] == b["runs"][0]["history"]["val_accuracy"]
+
+
+def test_fused_compare_trains_variants_together_like_alone(tmp_path):
+    pytest.importorskip("jax")
+    env = {"FMNIST_RUNS_DIR": str(tmp_path / "jruns")}
+    proc = fmnist("compare", "sgd", "adam", "--backend", "jax", "--repeats", "2", "--limit", "1000",
+                  "--epochs", "2", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    alone = fmnist("train", "--optimizer", "adam", "--seed", "43", "--backend", "jax", "--limit", "1000",
+                   "--epochs", "2", "--json", env=env)
+    assert alone.returncode == 0, alone.stderr
+    adam_seed43 = out["variants"][1]["runs"][1]
+    assert adam_seed43["seed"] == 43
+    assert json.loads(alone.stdout)["history"]["val_accuracy"] == pytest.approx(
+        adam_seed43["history"]["val_accuracy"], abs=1e-4)
