@@ -227,12 +227,12 @@ def sparkline(values, lo: float, hi: float) -> str:
 
 
 def pm(s: dict, digits=4) -> str:
-    """mean ± std (std only where there are several repeats)."""
+    """mean±std, compact (std only where there are several repeats)."""
     if not s or s.get("mean") is None:
         return "-"
     text = f"{s['mean']:.{digits}f}"
     if s.get("std") is not None:
-        text += f" ± {s['std']:.{digits}f}"
+        text += f"±{s['std']:.{max(digits - 1, 1)}f}"
     return text
 
 
@@ -329,19 +329,22 @@ def comparison_table(summary: dict, console: Console) -> None:
     n = summary["repeats"]
     title = f"Comparison {summary['comparison_id']}" + (f" (mean ± std over {n} seeds)" if n > 1 else "")
     table = Table(title=title, box=box.SIMPLE_HEAVY)
-    for col, j in (("variant", "left"), ("n", "right"), ("loss", "right"), ("accuracy", "right"),
-                   ("val_loss", "right"), ("val_accuracy", "right"), ("best val_acc", "right"),
-                   ("best epoch", "right"), ("s/epoch", "right"), ("val_acc curve", "left"), ("status", "left")):
-        table.add_column(col, justify=j, no_wrap=True)
+    width = max([len(v["label"]) for v in summary["variants"]] + [7]) + 2
+    table.add_column("variant", no_wrap=True, min_width=width)
+    for col in ("loss", "accuracy", "val_loss", "val_accuracy", "best val_acc @epoch", "s/epoch"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("val_acc curve", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for v in summary["variants"]:
         agg = v["aggregate"]
         is_best = v["label"] == summary["best_variant"]
         final = agg["final"]
         status = v["status"]
         color = {"completed": "green", "diverged": "red", "failed": "red", "interrupted": "yellow"}.get(status, "white")
-        table.add_row(("★ " if is_best else "  ") + v["label"], str(agg["n"]), pm(final["loss"]),
-                      pm(final["accuracy"]), pm(final["val_loss"]), pm(final["val_accuracy"]),
-                      pm(agg["best_val_accuracy"]), pm(agg["best_epoch"], 1), pm(agg["seconds_per_epoch"], 2),
+        best_epoch = agg["best_epoch"]["mean"]
+        best = pm(agg["best_val_accuracy"]) + (f" @{best_epoch:.3g}" if best_epoch is not None else "")
+        table.add_row(("★ " if is_best else "  ") + v["label"], pm(final["loss"]), pm(final["accuracy"]),
+                      pm(final["val_loss"]), pm(final["val_accuracy"]), best, pm(agg["seconds_per_epoch"], 2),
                       sparkline(agg["per_epoch"]["val_accuracy"]["mean"], lo, hi), f"[{color}]{status}[/]",
                       style="bold" if is_best else None)
     console.print(table)

@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +60,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     the old file or the new one, never a part."""
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # Not mkstemp: its files are 0600 whatever the umask. O_EXCL with mode 0666 lets the umask
+        # decide, as for any other file the user writes (a shared runs folder, a --csv file).
+        name = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        tmp = name   # ours to remove from here on
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
