@@ -59,7 +59,7 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, s
     env = os.environ.get("FMNIST_DATA_DIR")
     if env:
         return [(Path(env).expanduser(), "$FMNIST_DATA_DIR")]
-    return [(keras_cache_dir(), "Keras cache"), (SYSTEM_DIR, "system (dataset-fashion-mnist)")]
+    return [(keras_cache_dir(), "Keras cache"), (SYSTEM_DIR, "Debian package dataset-fashion-mnist")]
 
 
 def locate(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:

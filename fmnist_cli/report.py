@@ -174,7 +174,7 @@ def runs_table(records: list[dict], console: Console) -> None:
     table = Table(box=box.SIMPLE_HEAVY)
     for col, justify in (("id", "left"), ("when", "left"), ("config", "left"), ("best val_acc", "right"),
                          ("test acc", "right"), ("status", "left"), ("seconds", "right")):
-        table.add_column(col, justify=justify, overflow="fold")
+        table.add_column(col, justify=justify, no_wrap=col in ("id", "when", "status"), overflow="fold")
     colors = {"completed": "green", "interrupted": "yellow", "diverged": "red", "failed": "red",
               "crashed": "red", "broken": "red", "running": "cyan"}
     for r in records:
@@ -183,7 +183,7 @@ def runs_table(records: list[dict], console: Console) -> None:
 
         short = RunConfig.from_dict(cfg).short() if cfg else "?"
         test = (r.get("evaluations") or {}).get("test", {}).get("accuracy")
-        when = (r.get("created") or "")[:16].replace("T", " ")
+        when = (r.get("created") or "")[5:16].replace("T", " ")
         status = r["status"]
         table.add_row(r["id"], when, short, fmt(r.get("best_val_accuracy")), fmt(test),
                       f"[{colors.get(status, 'white')}]{status}[/]", fmt(r.get("seconds"), 1))

@@ -173,11 +173,11 @@ def run_status(run_dir: Path) -> str:
     """The status a listing should show. A `running` run whose process on this host is gone crashed."""
     try:
         info = read_json(run_dir / "run.json")
-    except FileNotFoundError:
+    except (OSError, ValueError):   # missing, unreadable, half-written
         return "broken"
-    except (OSError, ValueError):
-        return "broken"
-    status = info.get("status", "broken")
+    if not isinstance(info, dict) or not isinstance(info.get("status"), str):
+        return "broken"             # valid JSON, but not a run record
+    status = info["status"]
     if status == "running" and info.get("host") == socket.gethostname():
         pid = info.get("pid")
         if isinstance(pid, int) and not _pid_alive(pid):
@@ -186,9 +186,11 @@ def run_status(run_dir: Path) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:   # 0 and negatives name process groups, not a run's process
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -199,12 +201,14 @@ def load_run(run_dir: Path) -> dict:
     """Everything known about one run, tolerant of missing or broken files."""
     record: dict = {"id": run_dir.name, "run_dir": str(run_dir), "status": run_status(run_dir)}
     try:
-        record.update({k: v for k, v in read_json(run_dir / "run.json").items() if k != "status"})
+        info = read_json(run_dir / "run.json")
     except (OSError, ValueError):
-        pass
+        info = None
+    if isinstance(info, dict):   # the folder name stays the id: it is what `resolve` finds
+        record.update({k: v for k, v in info.items() if k not in ("status", "id", "run_dir")})
     try:
         record["config"] = RunConfig.from_dict(read_json(run_dir / "config.json")).to_dict()
-    except (OSError, ValueError, TypeError, UsageError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, UsageError):  # foreign or hand-edited
         record["config"] = None
         record["status"] = "broken"
     try:
