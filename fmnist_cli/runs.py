@@ -159,14 +159,22 @@ def load_model(run_dir: Path):
     if not path.is_file():
         raise RunNotFound(f"Run {run_dir.name} has no saved model (status: {run_status(run_dir)}); "
                           "train it again or pick another run.")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):   # Keras would call it "File not found", which misleads
+        raise StorageError(f"{path} is not a Keras model file (not a .keras zip archive). "
+                           "It is damaged or was replaced; train the run again.")
     import keras
 
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as err:  # Keras raises ValueError, OSError, zipfile errors... for a bad file
-        raise StorageError(f"{path} could not be opened as a Keras model ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'}). "
-                           "The file is damaged or not an fmnist model; train the run again.") from None
+        text = str(err).strip()
+        # Keras's first sentence only: its messages run on, and a cut mid-sentence reads as a bug.
+        detail = re.split(r"(?<=[.!?])\s", text.splitlines()[0], maxsplit=1)[0][:200] if text else "unreadable"
+        raise StorageError(f"{path} could not be opened as a Keras model ({type(err).__name__}: {detail.rstrip('.')}). "
+                           "The file is damaged, not an fmnist model, or holds code that safe mode refuses; "
+                           "train the run again.") from None
 
 
 def run_status(run_dir: Path) -> str:
