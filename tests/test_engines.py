@@ -31,6 +31,17 @@ SCRIPT = textwrap.dedent("""
     run("fused-dropout-es", limit=2000, epochs=40, dropout=0.3, hidden=(64, 32), activation="gelu",
         optimizer=parse_optimizer("sgd:lr=0.5"), early_stopping=1)
     run("fused-partial", limit=1010, batch_size=100, epochs=2)
+    # every optimizer, then every activation, each set stepped together in one program
+    from fmnist_cli import data
+    from fmnist_cli.config import ACTIVATIONS, OPTIMIZERS
+    from fmnist_cli.engines import fused
+    split = data.make_split(data.load(), limit=300)
+    for group, configs in (
+            ("all_optimizers", {o: dict(optimizer=parse_optimizer(o)) for o in OPTIMIZERS}),
+            ("all_activations", {a: dict(activation=a) for a in ACTIVATIONS})):
+        cfgs = [RunConfig(backend="jax", limit=300, epochs=1, **kw).validate() for kw in configs.values()]
+        outcomes = fused.train(cfgs, split, lambda e: None, lambda: False)
+        out[group] = {name: o.status for name, o in zip(configs, outcomes)}
     print(json.dumps(out))
 """)
 
@@ -93,3 +104,13 @@ def test_fused_early_stopping_dropout_and_gelu(jax_runs):
 def test_fused_handles_a_partial_last_batch(jax_runs):
     run = jax_runs["fused-partial"]
     assert run["status"] == "completed" and all(0 < a <= 1 for a in run["history"]["accuracy"])
+
+
+
+def test_every_optimizer_and_activation_trains_on_the_fused_engine(jax_runs):
+    from fmnist_cli.config import ACTIVATIONS, OPTIMIZERS
+
+    assert sorted(jax_runs["all_optimizers"]) == sorted(OPTIMIZERS)
+    assert sorted(jax_runs["all_activations"]) == sorted(ACTIVATIONS)
+    for group in ("all_optimizers", "all_activations"):
+        assert all(status == "completed" for status in jax_runs[group].values()), jax_runs[group]
