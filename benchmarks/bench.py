@@ -362,6 +362,9 @@ def summarize(rounds: list[dict]) -> dict:
         s["jax_cache"] = {state: {"first_epoch_seconds": med("jax_cache", state, "first_epoch_seconds"),
                                   "wall_seconds": med("jax_cache", state, "wall_seconds")}
                           for state in ("cold", "warm")}
+    loads = [rd[k] for rd in rounds for k in ("load_before", "load_after")]
+    s["load_average"] = {"median": median(loads), "max": max(loads) if loads else None,
+                         "cpu_count": os.cpu_count()}
     keys = rounds[0]["ratios"].keys() if rounds else []
     s["ratios"] = {k: median([rd["ratios"].get(k) for rd in rounds]) for k in keys if k != "three_seed_runs_wall"}
     return s
@@ -421,22 +424,24 @@ def machine_info() -> dict:
                 mem = round(int(ln.split()[1]) * 1024 / GB, 1)
     except OSError:
         pass
-    commit = None
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
     return {"platform": platform.platform(), "python": platform.python_version(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "cpu_model": cpu, "memory_gb": mem, "versions": versions,
-            "git": commit}
+            "git": git_version()}
+
+
+def git_version() -> str | None:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def print_report(s: dict, targets: list[dict], info: dict, n_rounds: int, epochs: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=140)   # a log file: no wrapping
     tr = s["train"]
     seed = tr["seed_adam"]
 
@@ -476,6 +481,10 @@ def print_report(s: dict, targets: list[dict], info: dict, n_rounds: int, epochs
         console.print(f"JAX compilation cache: first epoch {_fmt(jc['cold']['first_epoch_seconds'])} s cold -> "
                       f"{_fmt(jc['warm']['first_epoch_seconds'])} s warm; whole command "
                       f"{_fmt(jc['cold']['wall_seconds'], '', 1)} s -> {_fmt(jc['warm']['wall_seconds'], '', 1)} s")
+    la = s["load_average"]
+    busy = " (busy: other work shared the CPUs, absolute times are inflated)" if (la["max"] or 0) > (la["cpu_count"] or 1) else ""
+    console.print(f"1-minute load average during the run: median {_fmt(la['median'])}, max {_fmt(la['max'])} "
+                  f"on {la['cpu_count']} CPUs{busy}", highlight=False)
     console.print(f"Machine: {info['cpu_model']}, {info['cpu_count']} CPUs; "
                   + ", ".join(f"{k} {v}" for k, v in info["versions"].items()), highlight=False)
     console.print("Targets:")
@@ -523,6 +532,9 @@ def main(argv=None) -> int:
         rounds = []
         for r in range(args.rounds):
             rounds.append(run_round(box, r, args, log))
+    info["git_end"] = git_version()
+    if info["git_end"] != info["git"]:
+        log(f"Warning: the code changed during the benchmark ({info['git']} -> {info['git_end']}).")
     s = summarize(rounds)
     targets = check_targets(s)
     failed = [f"round {rd['round'] + 1} {k}" for rd in rounds for k, v in rd.items()
