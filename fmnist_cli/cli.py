@@ -151,6 +151,7 @@ def train(
 
     config = make_config(hidden, activation, dropout, optimizer, learning_rate, momentum, nesterov, epochs,
                          batch_size, seed, val_size, split_seed, limit, early_stopping, backend, engine, name)
+    root = runs.ensure_writable(runs.runs_root(runs_dir))
     console = _consoles(json_out)
     plain = not console.is_terminal
     stop = training.StopFlag()
@@ -158,7 +159,7 @@ def train(
         if not quiet:
             report.err.print(f"Training {config.short()} on {config.backend} ({config.resolved_engine} engine)...",
                              highlight=False) if not plain or json_out else None
-        result = training.train(config, runs.runs_root(runs_dir), data_dir, display.on_event, stop)
+        result = training.train(config, root, data_dir, display.on_event, stop)
     if json_out:
         report.print_json(result)
     elif not quiet or result["status"] != "completed":
@@ -328,6 +329,7 @@ def compare(
         record = cmp.new_comparison(root, base, variants, repeats, sys.argv[1:])
     status = 0
     if not show:
+        runs.ensure_writable(root)
         labels = [v["label"] for v in record["variants"]]
         stop = training.StopFlag()
         plain = not console.is_terminal

@@ -44,7 +44,7 @@ def parse_vary(items: list[str]) -> dict[str, list]:
             elif key == "optimizer":
                 parsed.append(parse_optimizer(raw))
             elif key == "batch_size":
-                if not raw.isdigit() or int(raw) < 1:
+                if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
                     raise UsageError(f"--vary batch_size takes positive whole numbers, not {raw!r}.")
                 parsed.append(int(raw))
             else:

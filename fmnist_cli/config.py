@@ -144,7 +144,7 @@ def parse_hidden(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
             raise UsageError("--hidden needs at least one layer size, e.g. --hidden 100 or --hidden 300,100.")
         sizes = []
         for p in raw:
-            if not p.isdigit():
+            if not (p.isascii() and p.isdigit()):
                 raise UsageError(f"--hidden takes comma-separated positive integers (e.g. 300,100); "
                                  f"{p!r} in {text!r} is not one.")
             sizes.append(int(p))

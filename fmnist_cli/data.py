@@ -72,7 +72,7 @@ def locate(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
     for path, label in places:
         missing = [f.filename for f in FILES if not (path / f.filename).is_file()]
         lines.append(f"{path} ({label}): missing {', '.join(missing)}")
-    raise DataError("Fashion-MNIST was not found. Searched: " + "; ".join(lines) + ". " + HOW_TO_GET)
+    raise DataError("Fashion-MNIST was not found (searched " + "; ".join(lines) + "). " + HOW_TO_GET)
 
 
 def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None = None) -> np.ndarray:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import socket
 import time
 from pathlib import Path
@@ -31,6 +32,18 @@ FINAL_STATUSES = ("completed", "interrupted", "diverged", "failed")
 def runs_root(explicit: str | os.PathLike | None = None) -> Path:
     """--runs-dir, else $FMNIST_RUNS_DIR, else ./runs."""
     return Path(explicit or os.environ.get("FMNIST_RUNS_DIR") or "runs").expanduser()
+
+
+def ensure_writable(root: Path) -> Path:
+    """Fail in a second, before TensorFlow and the data load, when runs cannot be saved."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise _storage_error(err, root) from None
+    return root
 
 
 def check_name(name: str | None) -> str | None:
@@ -51,7 +64,7 @@ def _storage_error(err: OSError, path: Path) -> StorageError:
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "permission denied; choose another folder with --runs-dir or $FMNIST_RUNS_DIR"
     else:
-        why = err.strerror or str(err)
+        why = f"{(err.strerror or str(err)).lower()}; check the path, or choose another folder with --runs-dir"
     return StorageError(f"Cannot write {path}: {why}.")
 
 

@@ -193,8 +193,6 @@ def test_missing_data_dir_env_var_is_named_too(tmp_path, monkeypatch):
     assert_clean_error(invoke("data"), 2, str(empty), "$FMNIST_DATA_DIR", max_sentences=3)
 
 
-@pytest.mark.xfail(reason="the not-found message is three sentences (not found / searched / how to get it)",
-                   strict=False)
 def test_missing_data_message_is_at_most_two_sentences(tmp_path):
     assert_clean_error(invoke("data", "--data-dir", tmp_path), 2, max_sentences=2)
 
@@ -781,8 +779,6 @@ def test_random_option_values_never_crash(tmp_path, options, command):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-@pytest.mark.xfail(reason="config.parse_hidden: '²'.isdigit() is True but int('²') raises ValueError, "
-                          "so `fmnist summary --hidden ²` is an 'Unexpected error' (exit 1)", strict=False)
 def test_hidden_with_superscript_digits_is_a_usage_error():
     assert_clean_error(invoke("summary", "--hidden", "²"), 2, "--hidden")
 
