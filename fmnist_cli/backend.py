@@ -89,7 +89,7 @@ def _configure_jax() -> None:
             path = cache_dir() / "jax"
             path.mkdir(parents=True, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", str(path))
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
         except (OSError, AttributeError):
             pass  # a read-only home only costs speed
