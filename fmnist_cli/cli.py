@@ -37,7 +37,9 @@ def command(*args, **kwargs):
             from . import report
 
             try:
-                return func(*a, **kw)
+                result = func(*a, **kw)
+                sys.stdout.flush()   # inside the try: a closed pipe is reported here, not at exit
+                return result
             except FmnistError as err:
                 if STATE["debug"]:
                     raise
@@ -46,6 +48,12 @@ def command(*args, **kwargs):
             except KeyboardInterrupt:
                 report.err.print("Interrupted.")
                 raise typer.Exit(130) from None
+            except BrokenPipeError:
+                # `fmnist runs | head`: the reader has all it wanted. Point stdout at /dev/null so the
+                # interpreter's final flush does not complain, and succeed quietly.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                raise typer.Exit(0) from None
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
             except Exception as err:
@@ -162,8 +170,8 @@ def train(
         result = training.train(config, root, data_dir, display.on_event, stop)
     if json_out:
         report.print_json(result)
-    elif not quiet or result["status"] != "completed":
-        report.train_result(result, console)
+    else:
+        report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
     if result["status"] == "interrupted":
         raise typer.Exit(130)
     if result["status"] == "diverged":
@@ -249,13 +257,21 @@ def list_runs(
     """
     from . import report, runs
 
-    records = runs.list_runs(runs.runs_root(runs_dir), comparison)
+    root = runs.runs_root(runs_dir)
+    if comparison:
+        from .compare import load_comparison
+
+        comparison = load_comparison(root, comparison)["id"]   # accepts `latest` and parts of ids
+    records = runs.list_runs(root, comparison)
     if limit is not None:
-        records = records[:max(limit, 0)]
+        if limit < 1:
+            raise UsageError("--last must be at least 1.")
+        records = records[:limit]
     if json_out:
         report.print_json([{k: v for k, v in r.items() if k != "history"} for r in records])
     elif not records:
-        report.err.print(f"No runs in {runs.runs_root(runs_dir)} yet. Train one with `fmnist train`.",
+        report.err.print(f"No runs in {root} yet. Train one with `fmnist train`." if not comparison else
+                         f"Comparison {comparison} has no runs yet; finish it with `fmnist compare --resume {comparison}`.",
                          highlight=False)
     else:
         report.runs_table(records, report.out)
@@ -264,10 +280,11 @@ def list_runs(
 @command()
 def compare(
     optimizers: Annotated[Optional[list[str]], typer.Argument(help="Optimizers to compare, e.g. sgd momentum adam 'sgd:lr=0.1'.", show_default=False)] = None,
-    vary: Annotated[Optional[list[str]], typer.Option("--vary", help="Another setting to compare: activation=sigmoid,relu; hidden=100,300-100; dropout=0,0.2; lr=0.1,0.01. Repeatable; the full grid is trained.")] = None,
+    vary: Annotated[Optional[list[str]], typer.Option("--vary", help="Another setting to compare: activation=sigmoid,relu; hidden=100,300-100; dropout=0,0.2; lr=0.1,0.01; batch_size=32,128; optimizer=sgd,adam. Repeatable; the full grid is trained.")] = None,
     repeats: Annotated[int, typer.Option("--repeats", "-r", help="Seeds per variant (seed, seed+1, ...); figures become mean ± std.")] = 1,
     hidden: Hidden = "100", activation: Activation = "relu", dropout: Dropout = 0.0,
-    optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, epochs: Epochs = 5,
+    optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, momentum: Momentum = None,
+    nesterov: Nesterov = None, epochs: Epochs = 5,
     batch_size: BatchSize = 32, seed: Seed = 42, val_size: ValSize = 0.2, split_seed: SplitSeed = 42,
     limit: Limit = None, early_stopping: EarlyStopping = None, backend: Backend = None, engine: Engine = "auto",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to N units at once in separate processes.")] = 1,
@@ -304,6 +321,9 @@ def compare(
         items = cmp.list_comparisons(root)
         if json_out:
             report.print_json(items)
+        elif not items:
+            report.err.print(f"No comparisons in {root} yet. Start one with `fmnist compare sgd rmsprop adam`.",
+                             highlight=False)
         else:
             for item in items:
                 console.print(f"{item['id']}  repeats {item['repeats']}  {', '.join(item['variants'])}",
@@ -318,18 +338,35 @@ def compare(
             raise UsageError(f"{out_path} should end in {suffix}.")
         if out_path is not None and not out_path.parent.expanduser().is_dir():
             raise UsageError(f"The folder of {out_path} does not exist.")
+        if out_path is not None and out_path.expanduser().is_dir():
+            raise UsageError(f"{out_path} is a folder; give a file name ending in {suffix}.")
+    if show and resume:
+        raise UsageError("Use --show or --resume, not both.")
     if show:
         record = cmp.load_comparison(root, show)
     elif resume:
         record = cmp.load_comparison(root, resume)
     else:
-        base = make_config(hidden, activation, dropout, optimizer, learning_rate, None, None, epochs, batch_size,
-                           seed, val_size, split_seed, limit, early_stopping, backend, engine)
-        variants = cmp.expand(base, list(optimizers or []), cmp.parse_vary(list(vary or [])))
-        record = cmp.new_comparison(root, base, variants, repeats, sys.argv[1:])
+        # With optimizers named as arguments, --learning-rate/--momentum/--nesterov apply to each of
+        # them (momentum and nesterov to the SGD family only); otherwise to --optimizer.
+        named = list(optimizers or [])
+        base = make_config(hidden, activation, dropout, optimizer, learning_rate,
+                           None if named else momentum, None if named else nesterov, epochs,
+                           batch_size, seed, val_size, split_seed, limit, early_stopping, backend, engine)
+        if base.seed + repeats - 1 >= 2**32:
+            raise UsageError(f"--seed {base.seed} with --repeats {repeats} runs past the largest seed, 4294967295; "
+                             "use a smaller --seed.")
+        variants = cmp.expand(base, named, cmp.parse_vary(list(vary or [])),
+                              overrides=dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov))
     status = 0
     if not show:
+        # Everything that can fail fast does, before a comparison record exists.
         runs.ensure_writable(root)
+        from . import data as data_mod
+
+        data_mod.load(data_dir)
+        if not resume:
+            record = cmp.new_comparison(root, base, variants, repeats, sys.argv[1:])
         labels = [v["label"] for v in record["variants"]]
         stop = training.StopFlag()
         plain = not console.is_terminal
@@ -341,6 +378,9 @@ def compare(
         if stop():
             status = 130
     summary_data = cmp.summarize(root, record)
+    statuses = [v["status"] for v in summary_data["variants"]]
+    if not status and not show and ("failed" in statuses or all(s in ("diverged", "failed") for s in statuses)):
+        status = 1   # a comparison with a failed run, or with no usable variant, is not a success
     if plot:
         _atomic_plot(summary_data, plot)
     if csv_path:
@@ -396,7 +436,7 @@ def data(
             data_mod.locate(data_dir)
         except FmnistError:
             report.err.print("Downloading Fashion-MNIST with Keras's downloader...")
-            data_mod.download()
+            data_mod.download(data_dir)
     check = make_config(val_size=val_size, split_seed=split_seed, limit=limit)
     info = data_mod.describe(data_dir, check.val_size, check.split_seed, check.limit)
     if json_out:

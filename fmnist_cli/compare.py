@@ -71,12 +71,19 @@ def _value_label(key: str, value) -> str:
     return str(value)
 
 
-def expand(base: RunConfig, optimizers: list[str], axes: dict[str, list]) -> list[dict]:
+def expand(base: RunConfig, optimizers: list[str], axes: dict[str, list], overrides: dict | None = None) -> list[dict]:
     """The variants: the full grid of optimizers x every varied setting. Each is
     {"label", "settings": {field: value}} with settings JSON-ready."""
     axes = dict(axes)
     if optimizers:
-        specs = [parse_optimizer(o) for o in optimizers]
+        overrides = overrides or {}
+        specs = []
+        for o in optimizers:
+            spec = parse_optimizer(o, overrides.get("learning_rate"))
+            if spec.keras_class == "SGD":
+                spec = parse_optimizer(spec.label(), momentum=overrides.get("momentum"),
+                                       nesterov=overrides.get("nesterov"))
+            specs.append(spec)
         if "optimizer" in axes:
             raise UsageError("Give optimizers either as arguments or with --vary optimizer=..., not both.")
         axes = {"optimizer": specs, **axes}
@@ -297,8 +304,13 @@ def aggregate(run_infos: list[dict]) -> dict:
             s = stat([h[m][e] for h in histories if len(h[m]) > e])
             for k in ("mean", "std", "n"):
                 per_epoch[m][k].append(s[k])
-    # The first epoch pays for compiling; leave it out of the per-epoch cost where there are others.
-    secs = [s for h in histories for s in (h.get("seconds", [])[1:] or h.get("seconds", []))]
+    # One figure per run (its mean epoch time, leaving out the first, compiling epoch where there are
+    # others), so that ± is spread over seeds like every other column.
+    secs = []
+    for h in histories:
+        timed = h.get("seconds", [])[1:] or h.get("seconds", [])
+        if timed:
+            secs.append(sum(timed) / len(timed))
     best_idx = [max(range(len(h["val_accuracy"])), key=lambda i: h["val_accuracy"][i]) for h in histories]
     return {
         "n": len(histories),

@@ -30,6 +30,10 @@ OPTIMIZERS: dict[str, tuple[str, dict]] = {
 DEFAULT_LEARNING_RATES = {"SGD": 0.01, "Adagrad": 0.001, "RMSprop": 0.001, "Adam": 0.001,
                           "AdamW": 0.001, "Nadam": 0.001}
 
+TRAIN_IMAGES = 60_000
+# Weights, gradients and two optimizer slots in float32: 100M parameters is about 1.6 GB.
+MAX_PARAMS = 100_000_000
+
 # Short keys accepted inside an optimizer spec such as "sgd:lr=0.1,momentum=0.5".
 _SPEC_KEYS = {"lr": "learning_rate", "learning_rate": "learning_rate",
               "momentum": "momentum", "nesterov": "nesterov"}
@@ -203,9 +207,22 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message + ".")
+        n_train = TRAIN_IMAGES - math.ceil(TRAIN_IMAGES * self.val_size)   # train_test_split's rounding
+        if self.limit is not None and self.limit > n_train:
+            raise UsageError(f"--limit can be at most {n_train} (the training images left by "
+                             f"--val-size {self.val_size:g}); leave it out to train on all of them.")
+        params = self.param_count()
+        if params > MAX_PARAMS:
+            raise UsageError(f"That model has {params:,} parameters (about {params * 16 / 1e9:.0f} GB to train "
+                             f"with an adaptive optimizer); fmnist takes up to {MAX_PARAMS:,}: use smaller --hidden.")
         if self.engine == "fused" and self.backend != "jax":
             raise UsageError("The fused engine runs on the JAX backend: add --backend jax.")
         return self
+
+    def param_count(self) -> int:
+        """Weights and biases of the dense stack (the factory's count, without Keras)."""
+        sizes = [28 * 28, *self.hidden, 10]
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
     @property
     def resolved_engine(self) -> str:

@@ -210,8 +210,9 @@ def describe(data_dir: str | os.PathLike | None = None, val_size: float = 0.2, s
     }
 
 
-def download() -> Path:
-    """Fetch the files with Keras's own downloader into its cache (needs internet)."""
+def download(target: str | os.PathLike | None = None) -> Path:
+    """Fetch the files with Keras's own downloader into its cache (needs internet), then copy them
+    into `target` (the --data-dir or $FMNIST_DATA_DIR the user named), if any."""
     from . import backend
     backend.configure()
     import keras
@@ -222,4 +223,17 @@ def download() -> Path:
         raise DataError(f"Downloading Fashion-MNIST failed ({err}). Check the internet connection, "
                         "or install it with `sudo apt-get install dataset-fashion-mnist`.") from None
     _load_dir.cache_clear()
-    return keras_cache_dir()
+    target = target or os.environ.get("FMNIST_DATA_DIR")
+    if not target:
+        return keras_cache_dir()
+    import shutil
+
+    target = Path(target).expanduser()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for f in FILES:
+            shutil.copyfile(keras_cache_dir() / f.filename, target / f.filename)
+    except OSError as err:
+        raise DataError(f"Downloaded, but could not copy the files into {target} ({err.strerror}); "
+                        f"they are in {keras_cache_dir()}.") from None
+    return target

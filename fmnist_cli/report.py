@@ -19,7 +19,10 @@ def _console(stderr: bool) -> Console:
     # Rich wraps at 80 columns when not on a terminal; logs and pipes read better unwrapped.
     # No `file=`: Rich then writes to whatever sys.stdout/stderr is at the time (tests swap them).
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else int(os.environ.get("COLUMNS") or 160)
+    try:
+        width = None if stream.isatty() else max(int(os.environ.get("COLUMNS") or 160), 40)
+    except ValueError:   # COLUMNS=abc: ignore it, as Rich itself does
+        width = 160
     return Console(stderr=stderr, width=width)
 
 
@@ -84,6 +87,8 @@ class TrainDisplay:
                                  console=console, transient=True)
         self.task = None
         self.live = None
+        self.rows: list[dict] = []
+        self.best = None
 
     def __enter__(self):
         if not (self.plain or self.quiet):
@@ -114,15 +119,22 @@ class TrainDisplay:
             if self.plain:
                 self.console.print(plain_epoch_line(event, self.epochs), highlight=False, soft_wrap=True)
             else:
-                style = "bold green" if event.get("is_best") else None
-                self.table.add_row(str(event["epoch"]), *(fmt(event[k]) for k in EPOCH_COLUMNS),
-                                   f"{event['seconds']:.2f}", style=style)
+                self.rows.append(event)
+                if event.get("is_best"):
+                    self.best = event["epoch"]
+                self.table = epoch_table()   # rebuilt, so only the best epoch so far is highlighted
+                for row in self.rows:
+                    self.table.add_row(str(row["epoch"]), *(fmt(row[k]) for k in EPOCH_COLUMNS),
+                                       f"{row['seconds']:.2f}",
+                                       style="bold green" if row["epoch"] == self.best else None)
+                if self.live:
+                    self.live.update(Group(self.table, self.progress))
 
 
-def train_result(result: dict, console: Console) -> None:
+def train_result(result: dict, console: Console, brief: bool = False) -> None:
     status = result["status"]
     best = result.get("best_epoch")
-    if best:
+    if best and not brief:
         console.print(f"Best epoch: {best} (val_accuracy {fmt(result['best_val_accuracy'])}).", highlight=False)
     if result.get("stopped_early"):
         console.print(f"Stopped early after {result['epochs_run']} epochs; the saved model is epoch {best}'s.",
@@ -131,8 +143,11 @@ def train_result(result: dict, console: Console) -> None:
         console.print(f"Interrupted: kept {result['epochs_run']} finished epoch(s).", highlight=False)
     if status == "diverged":
         console.print(f"Diverged: {result.get('message')}", highlight=False)
-    where = result.get("model_path") or result["run_dir"]
-    console.print(f"Run {result['run_id']} {status} in {result['seconds']:.1f}s, saved to {where}",
+    if result.get("model_path"):
+        saved = f"saved to {result['model_path']}"
+    else:
+        saved = f"no epoch finished, so no model was saved (run folder {result['run_dir']})"
+    console.print(f"Run {result['run_id']} {status} in {result['seconds']:.1f}s, {saved}",
                   highlight=False, soft_wrap=True)
 
 
@@ -171,7 +186,7 @@ def model_summary(info: dict, console: Console) -> None:
 
 
 def runs_table(records: list[dict], console: Console) -> None:
-    table = Table(box=box.SIMPLE_HEAVY)
+    table = Table(box=box.SIMPLE_HEAVY, show_edge=False)
     for col, justify in (("id", "left"), ("when", "left"), ("config", "left"), ("best val_acc", "right"),
                          ("test acc", "right"), ("status", "left"), ("seconds", "right")):
         table.add_column(col, justify=justify, no_wrap=col in ("id", "when", "status"), overflow="fold")

@@ -63,6 +63,8 @@ def _storage_error(err: OSError, path: Path) -> StorageError:
         why = "the disk is full; free some space and run again"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "permission denied; choose another folder with --runs-dir or $FMNIST_RUNS_DIR"
+    elif err.errno in (errno.EEXIST, errno.ENOTDIR):
+        why = "a file is in the way where a folder should be; choose another folder with --runs-dir"
     else:
         why = f"{(err.strerror or str(err)).lower()}; check the path, or choose another folder with --runs-dir"
     return StorageError(f"Cannot write {path}: {why}.")
@@ -144,9 +146,18 @@ def create_run(root: Path, config: RunConfig) -> Path:
     return run_dir
 
 
+def _read_info(run_dir: Path) -> dict:
+    """run.json for a read-modify-write; a damaged one is rebuilt rather than blocking the write."""
+    try:
+        info = read_json(run_dir / "run.json")
+    except (OSError, ValueError):
+        info = None
+    return info if isinstance(info, dict) else {"id": run_dir.name}
+
+
 def update_run(run_dir: Path, **fields) -> dict:
     with locked(run_dir):
-        info = read_json(run_dir / "run.json")
+        info = _read_info(run_dir)
         info.update(fields)
         atomic_write_json(run_dir / "run.json", info)
     return info
@@ -257,7 +268,9 @@ def list_runs(root: Path, comparison: str | None = None) -> list[dict]:
 
 
 def resolve(root: Path, ref: str | None) -> Path:
-    """A run from `latest`, an id, a unique id prefix or suffix, or a path to a run folder."""
+    """A run from `latest`, an id, a unique part of an id (its name, say), or a path to a run folder."""
+    if ref is not None and not ref.strip():
+        raise RunNotFound("The run id is empty. See `fmnist runs` for the ids.")
     ref = (ref or "latest").strip()
     if ref == "latest":
         done = [r for r in list_runs(root) if r["status"] in ("completed", "interrupted") and r.get("model_path")]
@@ -273,8 +286,11 @@ def resolve(root: Path, ref: str | None) -> Path:
     if root.is_dir() and "/" not in ref and os.sep not in ref and ref not in (".", ".."):
         if (root / ref).is_dir() and ref != COMPARISONS:
             return root / ref
-        matches = [p for p in root.iterdir()
-                   if p.is_dir() and p.name != COMPARISONS and (p.name.startswith(ref) or p.name.endswith(ref))]
+        candidates = [p for p in root.iterdir() if p.is_dir() and p.name != COMPARISONS
+                      and not p.name.startswith(".")]
+        matches = [p for p in candidates if p.name.startswith(ref) or p.name.endswith(ref)]
+        if not matches:   # a run's name, or any other unique part of its id
+            matches = [p for p in candidates if ref in p.name]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -285,7 +301,9 @@ def resolve(root: Path, ref: str | None) -> Path:
 
 def record_evaluation(run_dir: Path, split: str, result: dict) -> None:
     with locked(run_dir):
-        info = read_json(run_dir / "run.json")
-        info.setdefault("evaluations", {})[split] = {k: v for k, v in result.items()
+        info = _read_info(run_dir)
+        if not isinstance(info.get("evaluations"), dict):
+            info["evaluations"] = {}
+        info["evaluations"][split] = {k: v for k, v in result.items()
                                                      if k in ("loss", "accuracy", "evaluated", "n")}
         atomic_write_json(run_dir / "run.json", info)

@@ -46,7 +46,7 @@ class EpochTracker:
 
     def add(self, metrics: dict[str, float], seconds: float) -> tuple[bool, bool]:
         """Record one finished epoch. Returns (is_best, keep_going)."""
-        if not all(math.isfinite(metrics[k]) for k in ("loss", "val_loss")):
+        if exploded(metrics["loss"]) or exploded(metrics["val_loss"]):
             self.status, self.done = "diverged", True
             return False, False
         for key in METRICS:
@@ -62,6 +62,15 @@ class EpochTracker:
                 self.stopped_early, self.done = True, True
                 return is_best, False
         return is_best, True
+
+
+# Cross-entropy over 10 classes starts near ln(10) = 2.3. Keras computes it from the logits, so a
+# blown-up network reports huge but finite losses (1e9 and more) long before NaN: that is divergence too.
+EXPLODED_LOSS = 1e4
+
+
+def exploded(loss: float) -> bool:
+    return not math.isfinite(loss) or loss > EXPLODED_LOSS
 
 
 EventFn = Callable[[dict], None]
@@ -83,5 +92,5 @@ def get(name: str):
 def divergence_hint(config) -> str:
     lr = config.optimizer.learning_rate
     now = f" (now {lr:g})" if lr is not None else ""
-    return (f"The loss became NaN or infinite: lower the learning rate{now}, "
+    return (f"The loss exploded (NaN, infinite or above {EXPLODED_LOSS:g}): lower the learning rate{now}, "
             "e.g. --learning-rate 0.001, or pick an adaptive optimizer such as adam.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from . import EpochTracker, Outcome, divergence_hint
+from . import EpochTracker, Outcome, divergence_hint, exploded
 
 UPDATES_PER_EPOCH = 10
 
@@ -52,7 +52,7 @@ def _train_one(member, config, split, on_event, should_stop) -> Outcome:
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
+            if loss is not None and exploded(float(loss)):
                 self.aborted = "diverged"
                 self.model.stop_training = True
             elif should_stop():
