@@ -22,7 +22,7 @@ app = typer.Typer(
          "  fmnist evaluate latest --split test\n\n"
          "  fmnist compare sgd rmsprop adam --repeats 3 --plot curves.png\n\n"
          "  fmnist summary --hidden 300,100",
-    no_args_is_help=True, rich_markup_mode="markdown", pretty_exceptions_enable=False,
+    no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
