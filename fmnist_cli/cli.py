@@ -447,8 +447,23 @@ def data(
 
 def main() -> None:
     """Console-script entry point."""
-    # Rich's default width in a pipe is 80 columns; wide tables read better unwrapped.
-    app(prog_name="fmnist")
+    was_null = _stdout_is_devnull()
+    try:
+        app(prog_name="fmnist")
+    except SystemExit as exit_:
+        # A closed pipe (`fmnist --help | head -1`): Click and Rich both answer it with exit 1, Rich
+        # after pointing stdout at /dev/null. The reader got what it wanted: that is a success.
+        closed = type(sys.stdout).__name__ == "PacifyFlushWrapper" or (_stdout_is_devnull() and not was_null)
+        if exit_.code == 1 and closed:
+            raise SystemExit(0) from None
+        raise
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":
