@@ -93,7 +93,17 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
                             message=f"{type(err).__name__}: {err}"[:500])
         raise
     seconds = round(time.time() - started, 3)
-    return [_finish(d, c, o, seconds) for d, c, o in zip(run_dirs, configs, outcomes)]
+    results, first_error = [], None
+    for d, c, o in zip(run_dirs, configs, outcomes):
+        try:
+            results.append(_finish(d, c, o, seconds))
+        except FmnistError as err:   # disk full while saving, say: record it, save the others, then report
+            first_error = first_error or err
+            with contextlib.suppress(FmnistError, OSError):
+                runs.update_run(d, status="failed", finished=runs._now(), seconds=seconds, message=str(err))
+    if first_error:
+        raise first_error
+    return results
 
 
 def _finish(run_dir: Path, config: RunConfig, outcome: engines.Outcome, seconds: float) -> dict:
