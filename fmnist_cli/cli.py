@@ -350,13 +350,15 @@ def compare(
         # With optimizers named as arguments, --learning-rate/--momentum/--nesterov apply to each of
         # them (momentum and nesterov to the SGD family only); otherwise to --optimizer.
         named = list(optimizers or [])
+        axes = cmp.parse_vary(list(vary or []))
+        per_variant = bool(named) or "optimizer" in axes
         base = make_config(hidden, activation, dropout, optimizer, learning_rate,
-                           None if named else momentum, None if named else nesterov, epochs,
+                           None if per_variant else momentum, None if per_variant else nesterov, epochs,
                            batch_size, seed, val_size, split_seed, limit, early_stopping, backend, engine)
         if base.seed + repeats - 1 >= 2**32:
             raise UsageError(f"--seed {base.seed} with --repeats {repeats} runs past the largest seed, 4294967295; "
                              "use a smaller --seed.")
-        variants = cmp.expand(base, named, cmp.parse_vary(list(vary or [])),
+        variants = cmp.expand(base, named, axes,
                               overrides=dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov))
     status = 0
     if not show:

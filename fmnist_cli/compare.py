@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import runs
 from .config import RunConfig, parse_activation, parse_hidden, parse_optimizer
-from .errors import RunNotFound, StorageError, UsageError
+from .errors import FmnistError, RunNotFound, StorageError, UsageError
 
 VARY_KEYS = {"activation": "activation", "hidden": "hidden", "dropout": "dropout",
              "lr": "learning_rate", "learning_rate": "learning_rate", "batch_size": "batch_size",
@@ -76,17 +76,20 @@ def expand(base: RunConfig, optimizers: list[str], axes: dict[str, list], overri
     {"label", "settings": {field: value}} with settings JSON-ready."""
     axes = dict(axes)
     if optimizers:
+        if "optimizer" in axes:
+            raise UsageError("Give optimizers either as arguments or with --vary optimizer=..., not both.")
+        axes = {"optimizer": [parse_optimizer(o) for o in optimizers], **axes}
+    if "optimizer" in axes:
+        # --learning-rate applies to every optimizer compared; --momentum/--nesterov to the SGD family.
         overrides = overrides or {}
         specs = []
-        for o in optimizers:
-            spec = parse_optimizer(o, overrides.get("learning_rate"))
+        for spec in axes["optimizer"]:
+            spec = parse_optimizer(spec.label(), overrides.get("learning_rate"))
             if spec.keras_class == "SGD":
                 spec = parse_optimizer(spec.label(), momentum=overrides.get("momentum"),
                                        nesterov=overrides.get("nesterov"))
             specs.append(spec)
-        if "optimizer" in axes:
-            raise UsageError("Give optimizers either as arguments or with --vary optimizer=..., not both.")
-        axes = {"optimizer": specs, **axes}
+        axes["optimizer"] = specs
     if not axes:
         raise UsageError("Nothing to compare: name optimizers (fmnist compare sgd rmsprop adam) "
                          "or vary a setting (--vary activation=sigmoid,relu).")
@@ -231,12 +234,11 @@ def execute(root: Path, record: dict, data_dir=None, jobs: int = 1, on_event=Non
         chunk = units[ui][0]
         if isinstance(outcome, Exception):
             for vi, r, _ in chunk:
-                errors[(vi, r)] = f"{type(outcome).__name__}: {outcome}"
-            # the runs were created and marked failed; find them to link them in the record
+                errors[(vi, r)] = str(outcome) if isinstance(outcome, FmnistError) else f"{type(outcome).__name__}: {outcome}"
             outcome = [None] * len(chunk)
         for (vi, r, _), result in zip(chunk, outcome):
-            if result is not None:
-                record["variants"][vi]["runs"][r] = result["run_id"]
+            # A failed unit clears its slots: an older interrupted run must not stand in for it.
+            record["variants"][vi]["runs"][r] = result["run_id"] if result is not None else None
             on_event({"type": "run_done", "variant": vi, "repeat": r,
                       "status": result["status"] if result else "failed"})
         save_comparison(root, record)
@@ -347,4 +349,4 @@ def write_csv(summary: dict, path: Path) -> None:
     writer.writeheader()
     for row in csv_rows(summary):
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    runs.atomic_write_text(Path(path), buf.getvalue())
+    runs.atomic_write_text(Path(path).expanduser(), buf.getvalue())

@@ -20,6 +20,8 @@ class LocalExecutor:
         self.jobs = max(1, int(jobs))
 
     def run(self, units, on_event, should_stop) -> Iterator[tuple[int, object]]:
+        if not units:
+            return
         if self.jobs == 1 or len(units) == 1:
             yield from self._serial(units, on_event, should_stop)
         else:
@@ -67,7 +69,10 @@ class LocalExecutor:
                         if fut.cancelled():
                             continue
                         try:
-                            yield i, fut.result()
+                            result = fut.result()
+                            if result is None:   # the worker saw the stop before it began
+                                continue
+                            yield i, result
                         except Exception as err:
                             yield i, err
                     for fut in [f for f in pending if f.cancelled()]:
@@ -100,6 +105,8 @@ def _worker(configs, root, data_dir, events, stop):
 
     from .training import StopFlag, train_group
 
+    if stop.is_set():   # queued before Ctrl-C, picked up after it: do not start
+        return None
     flag = StopFlag()
     signal.signal(signal.SIGINT, lambda *a: flag.event.set())
     signal.signal(signal.SIGTERM, lambda *a: flag.event.set())

@@ -56,16 +56,25 @@ def set_seed(seed: int) -> None:
 
 def build_model(config: RunConfig):
     """Flatten(28, 28) -> Dense(size, activation) [-> Dropout] per hidden size -> Dense(10, softmax).
-    Initial weights come from Keras's global seed, which the caller sets."""
+    Keras's default initializers (Glorot uniform kernels, zero biases), seeded from config.seed."""
     import keras
     from keras import layers
 
+    def seeded(i: int, salt: int) -> int:
+        # Every layer draws from its own seed, derived from the run's: adding a Dropout (which takes
+        # a draw of its own) must not change the initial weights of the layers after it.
+        return (config.seed * 1_000_003 + i * 101 + salt) % 2**31
+
+    def dense(units, activation, name, i):
+        return layers.Dense(units, activation=activation, name=name,
+                            kernel_initializer=keras.initializers.GlorotUniform(seed=seeded(i, 1)))
+
     stack = [keras.Input(shape=INPUT_SHAPE, name="image"), layers.Flatten(name="flatten")]
     for i, units in enumerate(config.hidden, start=1):
-        stack.append(layers.Dense(units, activation=config.activation, name=f"hidden_{i}"))
+        stack.append(dense(units, config.activation, f"hidden_{i}", i))
         if config.dropout:
-            stack.append(layers.Dropout(config.dropout, name=f"dropout_{i}"))
-    stack.append(layers.Dense(NUM_CLASSES, activation="softmax", name="output"))
+            stack.append(layers.Dropout(config.dropout, name=f"dropout_{i}", seed=seeded(i, 2)))
+    stack.append(dense(NUM_CLASSES, "softmax", "output", len(config.hidden) + 1))
     return keras.Sequential(stack, name="fmnist_" + "_".join(map(str, config.hidden)))
 
 

@@ -106,6 +106,14 @@ class TrainDisplay:
     def on_event(self, event: dict) -> None:
         if self.quiet:
             return
+        try:
+            self._on_event(event)
+        except SystemExit:
+            # Rich met a closed stdout (`fmnist train | head -1`) and pointed it at /dev/null: stop
+            # showing progress, but let the training finish and be saved.
+            self.quiet, self.live = True, None
+
+    def _on_event(self, event: dict) -> None:
         kind = event["type"]
         if kind == "epoch_start" and not self.plain:
             if self.task is None:
@@ -297,6 +305,12 @@ class CompareDisplay:
     def on_event(self, event: dict) -> None:
         if self.quiet:
             return
+        try:
+            self._on_event(event)
+        except SystemExit:   # closed stdout: see TrainDisplay.on_event
+            self.quiet, self.live = True, None
+
+    def _on_event(self, event: dict) -> None:
         kind = event["type"]
         if kind == "plan":
             self.runs_total = event["runs"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import data, engines, runs
 from .config import RunConfig
-from .errors import FmnistError
+from .errors import FmnistError, StorageError
 
 
 class StopFlag:
@@ -78,31 +78,34 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
         on_event({**event, "run_id": run_dirs[event["member"]].name, "variant": config.variant,
                   "repeat": config.repeat, "epochs": config.epochs})
 
+    def mark(dirs, status, message):
+        for d in dirs:
+            with contextlib.suppress(FmnistError, OSError):
+                runs.update_run(d, status=status, finished=runs._now(), seconds=round(time.time() - started, 3),
+                                message=message)
+
     try:
         outcomes = engines.get(first.resolved_engine).train(configs, split, relay, should_stop)
-    except KeyboardInterrupt:
-        for d in run_dirs:
-            runs.update_run(d, status="interrupted", finished=runs._now(),
-                            seconds=round(time.time() - started, 3), message="stopped by a second Ctrl-C")
-        raise
-    except FmnistError:
+    except (KeyboardInterrupt, SystemExit):
+        mark(run_dirs, "interrupted", "stopped before its epochs could be saved (a second Ctrl-C)")
         raise
     except Exception as err:  # an engine failure is recorded in the runs before it is reported
-        for d in run_dirs:
-            runs.update_run(d, status="failed", finished=runs._now(), seconds=round(time.time() - started, 3),
-                            message=f"{type(err).__name__}: {err}"[:500])
+        mark(run_dirs, "failed", str(err) if isinstance(err, FmnistError) else f"{type(err).__name__}: {err}"[:500])
         raise
     seconds = round(time.time() - started, 3)
-    results, first_error = [], None
-    for d, c, o in zip(run_dirs, configs, outcomes):
-        try:
-            results.append(_finish(d, c, o, seconds))
-        except FmnistError as err:   # disk full while saving, say: record it, save the others, then report
-            first_error = first_error or err
-            with contextlib.suppress(FmnistError, OSError):
-                runs.update_run(d, status="failed", finished=runs._now(), seconds=seconds, message=str(err))
-    if first_error:
-        raise first_error
+    results = []
+    try:
+        for d, c, o in zip(run_dirs, configs, outcomes):
+            try:
+                results.append(_finish(d, c, o, seconds))
+            except FmnistError as err:   # disk full while saving, say: this run failed, the others go on
+                mark([d], "failed", str(err))
+                results.append({"run_id": d.name, "run_dir": str(d), "model_path": None, "config": c.to_dict(),
+                                "history": o.history, "status": "failed", "message": str(err),
+                                "seconds": seconds, "best_epoch": o.best_epoch})
+    except (KeyboardInterrupt, SystemExit):
+        mark(run_dirs[len(results):], "interrupted", "stopped while saving (a second Ctrl-C)")
+        raise
     return results
 
 
@@ -130,4 +133,7 @@ def _finish(run_dir: Path, config: RunConfig, outcome: engines.Outcome, seconds:
 
 
 def train(config: RunConfig, root: Path, data_dir=None, on_event=None, should_stop=None) -> dict:
-    return train_group([config], root, data_dir, on_event, should_stop)[0]
+    result = train_group([config], root, data_dir, on_event, should_stop)[0]
+    if result["status"] == "failed":
+        raise StorageError(result["message"])
+    return result

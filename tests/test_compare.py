@@ -34,12 +34,13 @@ def test_variants_start_from_equal_weights():
 
     record = {"id": "x", "repeats": 2, "variants": [
         {"label": v["label"], "config": v["config"]}
-        for v in cmp.expand(RunConfig().validate(), ["sgd", "adam"], cmp.parse_vary(["activation=relu,tanh"]))]}
+        for v in cmp.expand(RunConfig().validate(), ["sgd", "adam"],
+                            cmp.parse_vary(["activation=relu,tanh", "dropout=0,0.2"]))]}
     weights = {}
     for vi, r, config in cmp.slots(record):
         models.set_seed(config.seed)
         weights[(vi, r)] = [w.copy() for w in models.build_model(config).get_weights()]
-    for vi in range(4):
+    for vi in range(8):   # a Dropout layer must not shift the weights of the layers after it
         assert all(np.array_equal(x, y) for x, y in zip(weights[(0, 0)], weights[(vi, 0)]))
         assert all(np.array_equal(x, y) for x, y in zip(weights[(0, 1)], weights[(vi, 1)]))
     assert not np.array_equal(weights[(0, 0)][0], weights[(0, 1)][0])   # repeats differ
@@ -178,3 +179,38 @@ def test_fused_compare_trains_variants_together_like_alone(tmp_path):
     assert adam_seed43["seed"] == 43
     assert json.loads(alone.stdout)["history"]["val_accuracy"] == pytest.approx(
         adam_seed43["history"]["val_accuracy"], abs=1e-4)
+
+
+def test_learning_rate_and_momentum_apply_to_every_compared_optimizer():
+    base = RunConfig().validate()
+    for named, axes in ((["sgd", "adam"], {}), ([], cmp.parse_vary(["optimizer=sgd,adam"]))):
+        variants = cmp.expand(base, named, axes, overrides=dict(learning_rate=0.5, momentum=0.8))
+        opts = [v["config"]["optimizer"] for v in variants]
+        assert [o["learning_rate"] for o in opts] == [0.5, 0.5]
+        assert [o["momentum"] for o in opts] == [0.8, None]   # momentum is for the SGD family only
+
+
+def test_a_failed_save_marks_only_its_run(monkeypatch, runs_dir):
+    import errno
+
+    from fmnist_cli import runs
+
+    real = runs.save_model
+
+    def flaky(run_dir, model):
+        if "adam" in run_dir.name:
+            raise runs._storage_error(OSError(errno.ENOSPC, "full"), run_dir / "model.keras")
+        return real(run_dir, model)
+
+    monkeypatch.setattr(runs, "save_model", flaky)
+    out = compare_json("sgd", "adam", *SMALL, codes=(1,))
+    by_label = {v["label"]: v for v in out["variants"]}
+    assert by_label["sgd"]["status"] == "completed"
+    assert by_label["adam"]["status"] == "failed" and by_label["adam"]["runs"][0]["run_id"]
+    assert "disk is full" in by_label["adam"]["runs"][0]["message"]
+
+
+def test_resume_of_a_finished_comparison_with_jobs_trains_nothing(runs_dir):
+    compare_json("sgd", *SMALL)
+    result = invoke("compare", "--resume", "latest", "--jobs", "2", "--json")
+    assert result.exit_code == 0, result.output

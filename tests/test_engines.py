@@ -31,6 +31,9 @@ SCRIPT = textwrap.dedent("""
     run("fused-dropout-es", limit=2000, epochs=40, dropout=0.3, hidden=(64, 32), activation="gelu",
         optimizer=parse_optimizer("sgd:lr=0.5"), early_stopping=1)
     run("fused-partial", limit=1010, batch_size=100, epochs=2)
+    # on JAX the loss comes from clipped probabilities: a blown-up network saturates, never NaN
+    run("fused-diverge", limit=1000, epochs=2, optimizer=parse_optimizer("sgd:lr=30"))
+    run("fit-diverge", engine="fit", limit=1000, epochs=2, optimizer=parse_optimizer("sgd:lr=30"))
     # every optimizer, then every activation, each set stepped together in one program
     from fmnist_cli import data
     from fmnist_cli.config import ACTIVATIONS, OPTIMIZERS
@@ -114,3 +117,8 @@ def test_every_optimizer_and_activation_trains_on_the_fused_engine(jax_runs):
     assert sorted(jax_runs["all_activations"]) == sorted(ACTIVATIONS)
     for group in ("all_optimizers", "all_activations"):
         assert all(status == "completed" for status in jax_runs[group].values()), jax_runs[group]
+
+
+def test_divergence_is_caught_on_jax_too(jax_runs):
+    for tag in ("fused-diverge", "fit-diverge"):
+        assert jax_runs[tag]["status"] == "diverged", (tag, jax_runs[tag]["history"]["loss"])

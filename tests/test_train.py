@@ -111,3 +111,18 @@ def test_summary_of_a_run():
 def test_evaluate_without_runs_is_a_clean_error():
     result = invoke("evaluate")
     assert result.exit_code == 2 and "no finished runs" in result.output and "Traceback" not in result.output
+
+
+def test_a_stop_after_the_last_epoch_is_not_an_interruption(runs_dir):
+    from fmnist_cli import training
+    from fmnist_cli.config import RunConfig
+
+    config = RunConfig(limit=500, epochs=2).validate()
+    seen = []
+
+    def on_event(event):
+        if event["type"] == "epoch":
+            seen.append(event["epoch"])
+
+    result = training.train(config, runs_dir, on_event=on_event, should_stop=lambda: len(seen) >= 2)
+    assert result["status"] == "completed" and result["epochs_run"] == 2

@@ -64,9 +64,11 @@ class EpochTracker:
         return is_best, True
 
 
-# Cross-entropy over 10 classes starts near ln(10) = 2.3. Keras computes it from the logits, so a
-# blown-up network reports huge but finite losses (1e9 and more) long before NaN: that is divergence too.
-EXPLODED_LOSS = 1e4
+# Cross-entropy over 10 classes starts near ln(10) = 2.3 (a uniform guess). A blown-up network is
+# confidently wrong: on TensorFlow Keras computes the loss from the logits and it reaches 1e9 long
+# before NaN; on JAX it comes from clipped probabilities and saturates near -0.9 * log(1e-7) = 14.5.
+# No run that is still learning has an epoch-mean loss above 10: that is divergence too.
+EXPLODED_LOSS = 10.0
 
 
 def exploded(loss: float) -> bool:
@@ -92,5 +94,6 @@ def get(name: str):
 def divergence_hint(config) -> str:
     lr = config.optimizer.learning_rate
     now = f" (now {lr:g})" if lr is not None else ""
-    return (f"The loss exploded (NaN, infinite or above {EXPLODED_LOSS:g}): lower the learning rate{now}, "
+    return (f"The loss exploded (NaN, infinite or above {EXPLODED_LOSS:g}, where guessing scores 2.3): "
+            f"lower the learning rate{now}, "
             "e.g. --learning-rate 0.001, or pick an adaptive optimizer such as adam.")

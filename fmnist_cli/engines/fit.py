@@ -78,7 +78,7 @@ def _train_one(member, config, split, on_event, should_stop) -> Outcome:
                       "seconds": seconds, "is_best": is_best})
             if not keep_going:
                 self.model.stop_training = True
-            elif should_stop():
+            elif should_stop() and epoch + 1 < config.epochs:   # after the last epoch there is nothing to stop
                 self.aborted = "interrupted"
                 self.model.stop_training = True
 
