@@ -210,7 +210,8 @@ def make_units(root: Path, todo, data_dir) -> list[tuple[list, list]]:
         groups.setdefault(group_key(slot[2]), []).append(slot)
     units = []
     for key, members in groups.items():
-        size = MAX_GROUP if key[1] == "fused" else 1
+        # Even chunks (18 runs: 9 + 9, not 16 + 2), so that no run pays for a lopsided program.
+        size = math.ceil(len(members) / math.ceil(len(members) / MAX_GROUP)) if key[1] == "fused" else 1
         for i in range(0, len(members), size):
             chunk = members[i:i + size]
             units.append((chunk, ([s[2] for s in chunk], root, data_dir)))
@@ -279,7 +280,8 @@ def summarize(root: Path, record: dict, errors: dict | None = None) -> dict:
                               "status": info["status"], "message": info.get("message"),
                               "best_epoch": info.get("best_epoch"),
                               "best_val_accuracy": info.get("best_val_accuracy"),
-                              "seconds": info.get("seconds"), "history": info.get("history")})
+                              "seconds": info.get("seconds"), "group_size": info.get("group_size") or 1,
+                              "history": info.get("history")})
         variants.append({"label": variant["label"], "settings": variant["settings"], "runs": run_infos,
                          "status": _variant_status(run_infos), "aggregate": aggregate(run_infos)})
     ok = [v for v in variants if v["aggregate"]["best_val_accuracy"]["mean"] is not None
@@ -298,7 +300,8 @@ def _variant_status(run_infos) -> str:
 
 
 def aggregate(run_infos: list[dict]) -> dict:
-    histories = [r["history"] for r in run_infos if r.get("history") and r["history"].get("loss")]
+    usable = [r for r in run_infos if r.get("history") and r["history"].get("loss")]
+    histories = [r["history"] for r in usable]
     epochs = max((len(h["loss"]) for h in histories), default=0)
     per_epoch = {m: {"mean": [], "std": [], "n": []} for m in METRICS}
     for e in range(epochs):
@@ -308,11 +311,12 @@ def aggregate(run_infos: list[dict]) -> dict:
                 per_epoch[m][k].append(s[k])
     # One figure per run (its mean epoch time, leaving out the first, compiling epoch where there are
     # others), so that ± is spread over seeds like every other column.
+    # Runs stepped together in one program share each epoch's wall time: each is charged its share.
     secs = []
-    for h in histories:
-        timed = h.get("seconds", [])[1:] or h.get("seconds", [])
+    for r in usable:
+        timed = r["history"].get("seconds", [])[1:] or r["history"].get("seconds", [])
         if timed:
-            secs.append(sum(timed) / len(timed))
+            secs.append(sum(timed) / len(timed) / (r.get("group_size") or 1))
     best_idx = [max(range(len(h["val_accuracy"])), key=lambda i: h["val_accuracy"][i]) for h in histories]
     return {
         "n": len(histories),

@@ -70,7 +70,8 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     versions = backend.describe()
     started = time.time()
     for d in run_dirs:
-        runs.update_run(d, started=runs._now(), versions=versions, n_train=len(split.y_train),
+        runs.update_run(d, started=runs._now(), versions=versions, group_size=len(configs),
+                        engine=first.resolved_engine, n_train=len(split.y_train),
                         n_val=len(split.y_val), data_dir=str(dataset.directory))
 
     def relay(event):
