@@ -7,7 +7,6 @@ import json
 import math
 import os
 import sys
-import time
 
 from rich import box
 from rich.console import Console, Group
@@ -226,11 +225,6 @@ def data_info(info: dict, console: Console) -> None:
         table.add_row(str(i), name, *(f"{info['splits'][s][i]:,}" for s in info["splits"]))
     table.add_row("", "total", *(f"{sum(info['splits'][s]):,}" for s in info["splits"]), style="bold")
     console.print(table)
-
-
-def stopwatch():
-    start = time.perf_counter()
-    return lambda: time.perf_counter() - start
 
 
 # --- compare -------------------------------------------------------------------------------------

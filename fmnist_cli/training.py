@@ -51,8 +51,8 @@ def group_key(config: RunConfig) -> tuple:
             config.split_seed, config.limit)
 
 
-def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=None, should_stop=None,
-                on_created=None) -> list[dict]:
+def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=None,
+                should_stop=None) -> list[dict]:
     """Train runs that share a group_key in one engine call; one result dict per config."""
     from . import backend
 
@@ -65,8 +65,6 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     split = data.make_split(dataset, first.val_size, first.split_seed, first.limit)
 
     run_dirs = [runs.create_run(root, c) for c in configs]
-    if on_created:
-        on_created(run_dirs)
     versions = backend.describe()
     started = time.time()
     for d in run_dirs:
