@@ -443,7 +443,6 @@ def print_report(s: dict, targets: list[dict], info: dict, n_rounds: int, epochs
 
     console = Console() if sys.stdout.isatty() else Console(width=140)   # a log file: no wrapping
     tr = s["train"]
-    seed = tr["seed_adam"]
 
     t = Table(title=f"fmnist vs the book's script: adam, {epochs} epochs, median of {n_rounds} round(s)")
     for col in ("", "s/epoch (later)", "1st epoch s", "command s", "peak RSS", "val acc (min-max)",

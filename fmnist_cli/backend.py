@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .config import BACKENDS
 from .errors import UsageError
 
 DEFAULT = "tensorflow"
@@ -16,8 +17,8 @@ DEFAULT = "tensorflow"
 def requested(explicit: str | None = None) -> str:
     """--backend, else $FMNIST_BACKEND, else TensorFlow."""
     name = (explicit or os.environ.get("FMNIST_BACKEND") or DEFAULT).strip().lower()
-    if name not in ("tensorflow", "jax"):
-        raise UsageError(f"Unknown backend {name!r}. Choose tensorflow or jax.")
+    if name not in BACKENDS:
+        raise UsageError(f"Unknown backend {name!r}. Choose one of: {', '.join(BACKENDS)}.")
     return name
 
 

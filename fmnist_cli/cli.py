@@ -164,9 +164,9 @@ def train(
     plain = not console.is_terminal
     stop = training.StopFlag()
     with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet) as display:
-        if not quiet:
+        if not quiet and (json_out or not plain):   # a log gets the epoch lines alone
             report.err.print(f"Training {config.short()} on {config.backend} ({config.resolved_engine} engine)...",
-                             highlight=False) if not plain or json_out else None
+                             highlight=False)
         result = training.train(config, root, data_dir, display.on_event, stop)
     if json_out:
         report.print_json(result)
@@ -196,8 +196,7 @@ def evaluate(
     """
     from . import evaluation, report, runs
 
-    if split not in ("val", "test"):
-        raise UsageError(f"--split must be val or test, not {split!r}.")
+    evaluation.check_split(split)   # before looking for runs: a typo is the first thing to report
     run_dir = runs.resolve(runs.runs_root(runs_dir), run)
     result = evaluation.evaluate(run_dir, split, data_dir, backend)
     if json_out:

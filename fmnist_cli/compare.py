@@ -127,7 +127,7 @@ def new_comparison(root: Path, base: RunConfig, variants: list[dict], repeats: i
     try:
         cdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise runs._storage_error(err, cdir) from None
+        raise runs.storage_error(err, cdir) from None
     while True:
         cid = f"{time.strftime('%Y%m%d-%H%M%S')}-cmp-{secrets.token_hex(2)}"
         try:
@@ -135,7 +135,7 @@ def new_comparison(root: Path, base: RunConfig, variants: list[dict], repeats: i
             break
         except FileExistsError:
             continue
-    record = {"id": cid, "created": runs._now(), "argv": argv, "base": base.to_dict(), "repeats": repeats,
+    record = {"id": cid, "created": runs.now(), "argv": argv, "base": base.to_dict(), "repeats": repeats,
               "variants": [{"label": v["label"], "settings": v["settings"], "config": v["config"],
                             "runs": [None] * repeats} for v in variants]}
     save_comparison(root, record)

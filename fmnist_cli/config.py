@@ -26,9 +26,6 @@ OPTIMIZERS: dict[str, tuple[str, dict]] = {
     "adamw": ("AdamW", {}),
     "nadam": ("Nadam", {}),
 }
-# Keras 3's default learning rates, kept here so that `summary`/`runs` can show them without Keras.
-DEFAULT_LEARNING_RATES = {"SGD": 0.01, "Adagrad": 0.001, "RMSprop": 0.001, "Adam": 0.001,
-                          "AdamW": 0.001, "Nadam": 0.001}
 
 TRAIN_IMAGES = 60_000
 # Weights, gradients and two optimizer slots in float32: 100M parameters is about 1.6 GB.

@@ -9,10 +9,18 @@ from .config import RunConfig
 from .errors import StorageError, UsageError
 
 
+SPLITS = ("val", "test")
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise UsageError(f"--split must be val or test, not {split!r}.")
+    return split
+
+
 def evaluate(run_dir: Path, split: str = "val", data_dir=None, backend_name: str | None = None,
              store: bool = True) -> dict:
-    if split not in ("val", "test"):
-        raise UsageError(f"--split must be val or test, not {split!r}.")
+    check_split(split)
     try:
         config = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
     except (OSError, ValueError, TypeError, UsageError) as err:
@@ -49,7 +57,7 @@ def evaluate(run_dir: Path, split: str = "val", data_dir=None, backend_name: str
         "per_class": [{"class": name, "accuracy": float(a), "n": int(c)}
                       for name, a, c in zip(data.CLASS_NAMES, per_class, matrix.sum(axis=1))],
         "confusion_matrix": matrix.tolist(), "classes": list(data.CLASS_NAMES),
-        "evaluated": runs._now(),
+        "evaluated": runs.now(),
     }
     if store:
         runs.record_evaluation(run_dir, split, result)

@@ -199,10 +199,10 @@ def runs_table(records: list[dict], console: Console) -> None:
         table.add_column(col, justify=justify, no_wrap=col in ("id", "when", "status"), overflow="fold")
     colors = {"completed": "green", "interrupted": "yellow", "diverged": "red", "failed": "red",
               "crashed": "red", "broken": "red", "running": "cyan"}
+    from .config import RunConfig
+
     for r in records:
         cfg = r.get("config")
-        from .config import RunConfig
-
         short = RunConfig.from_dict(cfg).short() if cfg else "?"
         test = (r.get("evaluations") or {}).get("test", {}).get("accuracy")
         when = (r.get("created") or "")[5:16].replace("T", " ")

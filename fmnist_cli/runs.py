@@ -42,7 +42,7 @@ def ensure_writable(root: Path) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise _storage_error(err, root) from None
+        raise storage_error(err, root) from None
     return root
 
 
@@ -56,7 +56,7 @@ def check_name(name: str | None) -> str | None:
     return name
 
 
-def _storage_error(err: OSError, path: Path) -> StorageError:
+def storage_error(err: OSError, path: Path) -> StorageError:
     import errno
 
     if err.errno == errno.ENOSPC:
@@ -89,7 +89,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         if tmp:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        raise _storage_error(err, path) from None
+        raise storage_error(err, path) from None
 
 
 def atomic_write_json(path: Path, data) -> None:
@@ -114,7 +114,7 @@ def locked(run_dir: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _now() -> str:
+def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
@@ -125,7 +125,7 @@ def create_run(root: Path, config: RunConfig) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _storage_error(err, root) from None
+        raise storage_error(err, root) from None
     for _ in range(100):
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
         run_dir = root / run_id
@@ -135,12 +135,12 @@ def create_run(root: Path, config: RunConfig) -> Path:
         except FileExistsError:
             continue
         except OSError as err:
-            raise _storage_error(err, root) from None
+            raise storage_error(err, root) from None
     else:
         raise StorageError(f"Could not find a free run id in {root}.")
     atomic_write_json(run_dir / "config.json", config.to_dict())
     atomic_write_json(run_dir / "run.json", {
-        "id": run_id, "status": "running", "created": _now(), "pid": os.getpid(),
+        "id": run_id, "status": "running", "created": now(), "pid": os.getpid(),
         "host": socket.gethostname(), "comparison": config.comparison,
     })
     return run_dir
@@ -173,7 +173,7 @@ def save_model(run_dir: Path, model) -> Path:
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _storage_error(err, target) from None
+        raise storage_error(err, target) from None
     return target
 
 

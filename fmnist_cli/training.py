@@ -68,7 +68,7 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     versions = backend.describe()
     started = time.time()
     for d in run_dirs:
-        runs.update_run(d, started=runs._now(), versions=versions, group_size=len(configs),
+        runs.update_run(d, started=runs.now(), versions=versions, group_size=len(configs),
                         engine=first.resolved_engine, n_train=len(split.y_train),
                         n_val=len(split.y_val), data_dir=str(dataset.directory))
 
@@ -80,7 +80,7 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     def mark(dirs, status, message):
         for d in dirs:
             with contextlib.suppress(FmnistError, OSError):
-                runs.update_run(d, status=status, finished=runs._now(), seconds=round(time.time() - started, 3),
+                runs.update_run(d, status=status, finished=runs.now(), seconds=round(time.time() - started, 3),
                                 message=message)
 
     try:
@@ -115,7 +115,7 @@ def _finish(run_dir: Path, config: RunConfig, outcome: engines.Outcome, seconds:
     best = outcome.best_epoch
     summary = {
         "status": outcome.status,
-        "finished": runs._now(),
+        "finished": runs.now(),
         "seconds": seconds,
         "epochs_run": len(hist["loss"]),
         "best_epoch": best,

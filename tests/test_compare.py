@@ -2,7 +2,6 @@
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,7 +198,7 @@ def test_a_failed_save_marks_only_its_run(monkeypatch, runs_dir):
 
     def flaky(run_dir, model):
         if "adam" in run_dir.name:
-            raise runs._storage_error(OSError(errno.ENOSPC, "full"), run_dir / "model.keras")
+            raise runs.storage_error(OSError(errno.ENOSPC, "full"), run_dir / "model.keras")
         return real(run_dir, model)
 
     monkeypatch.setattr(runs, "save_model", flaky)

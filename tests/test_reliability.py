@@ -795,7 +795,7 @@ def test_model_with_a_lambda_layer_is_refused_and_never_runs(trained, runs_dir, 
     model.save(run / "model.keras")
     marker.unlink(missing_ok=True)   # building the model above ran it once
     result = invoke("evaluate", run.name)
-    message = assert_clean_error(result, None, "could not be opened", "Lambda", "safe mode")
+    assert_clean_error(result, None, "could not be opened", "Lambda", "safe mode")
     assert not marker.exists(), "the model file's code ran"
     assert "evaluations" not in read_json(run / "run.json")
 

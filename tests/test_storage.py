@@ -10,7 +10,7 @@ def test_disk_full_while_saving_the_model(monkeypatch, runs_dir):
     from fmnist_cli import runs
 
     def full(run_dir, model):
-        raise runs._storage_error(OSError(errno.ENOSPC, "No space left on device"), run_dir / "model.keras")
+        raise runs.storage_error(OSError(errno.ENOSPC, "No space left on device"), run_dir / "model.keras")
 
     monkeypatch.setattr(runs, "save_model", full)
     result = invoke("train", "--limit", "500", "--epochs", "1")
