@@ -40,6 +40,9 @@ FILES = (
             "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
 )
 
+# For a file that is there but broken: one sentence on getting a good copy.
+REPLACE = ("Delete it, then get a fresh copy with `fmnist data --download`, or on Debian/Ubuntu "
+           "`sudo apt-get install --reinstall dataset-fashion-mnist`.")
 HOW_TO_GET = ("Get the data with `fmnist data --download` (needs internet), or on Debian/Ubuntu "
               "`sudo apt-get install dataset-fashion-mnist`, or point --data-dir / $FMNIST_DATA_DIR "
               "at a folder holding the four .gz files.")
@@ -86,29 +89,29 @@ def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None
     except PermissionError:
         raise DataError(f"{path} cannot be read (permission denied).") from None
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path} is corrupt or truncated ({err}). Delete it and fetch it again: {HOW_TO_GET}") from None
+        raise DataError(f"{path} is corrupt or truncated ({err}). {REPLACE}") from None
     if len(payload) < 4:
-        raise DataError(f"{name} is too short to be an IDX file ({len(payload)} bytes). {HOW_TO_GET}")
+        raise DataError(f"{name} is too short to be an IDX file ({len(payload)} bytes). {REPLACE}")
     zero, dtype_code, dims = struct.unpack(">HBB", payload[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise DataError(f"{name} is not an unsigned-byte IDX file (magic number {payload[:4].hex()}). {HOW_TO_GET}")
+        raise DataError(f"{name} is not an unsigned-byte IDX file (magic number {payload[:4].hex()}). {REPLACE}")
     if dims != ndim:
         raise DataError(f"{name} has {dims} dimensions where {ndim} were expected; is it the right file?")
     header = 4 + 4 * dims
     if len(payload) < header:
-        raise DataError(f"{name} is truncated inside its header. {HOW_TO_GET}")
+        raise DataError(f"{name} is truncated inside its header. {REPLACE}")
     shape = struct.unpack(">" + "I" * dims, payload[4:header])
     if dims == 3 and shape[1:] != (28, 28):
         raise DataError(f"{name} holds {shape[1]}x{shape[2]} images, not 28x28.")
     if count is not None and shape[0] != count:
-        raise DataError(f"{name} holds {shape[0]} items where Fashion-MNIST has {count}. {HOW_TO_GET}")
+        raise DataError(f"{name} holds {shape[0]} items where Fashion-MNIST has {count}. {REPLACE}")
     expected = int(np.prod(shape))
     if len(payload) - header != expected:
         raise DataError(f"{name} is truncated or padded: {len(payload) - header} data bytes for a header "
-                        f"that promises {expected}. {HOW_TO_GET}")
+                        f"that promises {expected}. {REPLACE}")
     if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
         raise DataError(f"{name} is not the official Fashion-MNIST file (its checksum differs). "
-                        f"Replace it: {HOW_TO_GET}")
+                        f"{REPLACE}")
     array = np.frombuffer(payload, dtype=np.uint8, offset=header).reshape(shape)
     if dims == 1 and array.size and array.max() > 9:
         raise DataError(f"{name} has label {int(array.max())}; Fashion-MNIST labels are 0 to 9.")
