@@ -1,12 +1,9 @@
-"""Every test gets its own runs folder and sees no user settings; the real Fashion-MNIST files are
-found where `make test` put them (or $FMNIST_TEST_DATA_DIR)."""
+"""Fixtures only (shared helpers live in helpers.py). Every test gets its own runs folder and sees no
+user settings; the real Fashion-MNIST files are found where `make test` put them (or
+$FMNIST_TEST_DATA_DIR)."""
 
-import gzip
 import json
 import os
-import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,10 @@ import pytest
 
 os.environ.setdefault("COLUMNS", "200")   # wide Rich output: no wrapping inside asserted text
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+pytest.register_assert_rewrite("helpers")   # detailed assert messages inside the shared helpers too
+
+from helpers import TINY, invoke, write_idx  # noqa: E402  (after the assert-rewrite registration)
 
 
 @pytest.fixture(autouse=True)
@@ -38,35 +39,6 @@ def runs_dir(tmp_path) -> Path:
     return tmp_path / "runs"
 
 
-def invoke(*args):
-    """Run the CLI in this process (TensorFlow backend); returns typer's Result."""
-    from typer.testing import CliRunner
-
-    from fmnist_cli.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def fmnist(*args, env=None, timeout=300, **kw):
-    """Run the real `fmnist` command in a fresh process (another backend, signals, concurrency)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "fmnist_cli", *map(str, args)], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, **kw)
-
-
-def write_idx(path: Path, array: np.ndarray, *, magic: bytes | None = None, compress=True,
-              truncate: int | None = None) -> Path:
-    """A small IDX file, good or deliberately broken."""
-    array = np.asarray(array, dtype=np.uint8)
-    header = (magic or bytes([0, 0, 0x08, array.ndim])) + struct.pack(">" + "I" * array.ndim, *array.shape)
-    payload = header + array.tobytes()
-    if truncate is not None:
-        payload = payload[:truncate]
-    data = gzip.compress(payload) if compress else payload
-    path.write_bytes(data)
-    return path
-
-
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     """Four small, valid IDX files (not the official ones: load them with strict=False)."""
@@ -80,5 +52,11 @@ def tiny_data(tmp_path) -> Path:
     return d
 
 
-def read_json(path):
-    return json.loads(Path(path).read_text())
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One small completed run, trained once for each module that uses it; tests copy it into their
+    runs dir."""
+    root = tmp_path_factory.mktemp("trained")
+    result = invoke("train", *TINY, "--runs-dir", root, "--json")
+    assert result.exit_code == 0, result.output
+    return Path(json.loads(result.stdout)["run_dir"])

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import invoke
+from helpers import invoke
 
 
 def test_exploding_but_finite_loss_is_divergence():

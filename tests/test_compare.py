@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import fmnist, invoke, read_json
+from helpers import fmnist, invoke, read_json
 from fmnist_cli import compare as cmp
 from fmnist_cli.config import RunConfig
 from fmnist_cli.errors import UsageError

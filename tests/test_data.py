@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import invoke, write_idx
+from helpers import invoke, write_idx
 from fmnist_cli import data
 from fmnist_cli.errors import DataError
 

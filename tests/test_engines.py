@@ -67,7 +67,7 @@ def test_fused_equals_fit_when_batch_order_cannot_matter(jax_runs, opt):
 def test_fused_matches_tensorflow_fit_within_noise(jax_runs):
     import json as _json
 
-    from conftest import invoke
+    from helpers import invoke
 
     tf = _json.loads(invoke("train", "--limit", "5000", "--epochs", "3", "--json").stdout)
     jx = jax_runs["fused-default"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import fmnist, invoke
+from helpers import fmnist, invoke
 
 pytestmark = pytest.mark.full
 

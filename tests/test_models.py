@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import invoke
+from helpers import invoke
 from fmnist_cli import models
 from fmnist_cli.config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_optimizer
 

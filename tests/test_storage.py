@@ -3,7 +3,7 @@
 import errno
 import json
 
-from conftest import invoke, read_json
+from helpers import invoke, read_json
 
 
 def test_disk_full_while_saving_the_model(monkeypatch, runs_dir):

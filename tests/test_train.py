@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import invoke, read_json
+from helpers import invoke, read_json
 
 SMALL = ("--limit", "1000", "--epochs", "2")
 

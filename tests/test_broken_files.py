@@ -1,0 +1,201 @@
+"""Trouble on disk, refused with a clean message and no traceback: missing or corrupt data files,
+unknown runs, broken model and config files, runs folders that cannot be written, and model files
+that Keras's safe mode must refuse."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from helpers import (DATA_FILES, TINY, assert_clean_error, code_of, copy_run, fmnist, invoke, keras_tf,
+                     read_json, real_data_dir)
+
+
+# --- missing and corrupt data ------------------------------------------------------------------
+
+def test_missing_data_dir_names_the_folder_searched(tmp_path, runs_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command in (["train", *TINY], ["data"], ["evaluate", "latest"]):
+        result = invoke(*command, "--data-dir", empty)
+        if command[0] == "evaluate":   # no runs: the run is looked up before the data
+            assert_clean_error(result, 2, "no finished runs")
+            continue
+        assert_clean_error(result, 2, str(empty), "not found", max_sentences=3)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir()), "no run folder for a run that never started"
+
+
+def test_missing_data_dir_env_var_is_named_too(tmp_path, monkeypatch):
+    empty = tmp_path / "nowhere"
+    monkeypatch.setenv("FMNIST_DATA_DIR", str(empty))
+    assert_clean_error(invoke("data"), 2, str(empty), "$FMNIST_DATA_DIR", max_sentences=3)
+
+
+def test_missing_data_message_is_at_most_two_sentences(tmp_path):
+    assert_clean_error(invoke("data", "--data-dir", tmp_path), 2, max_sentences=2)
+
+
+def _broken_copy(tmp_path: Path, name: str, how: str) -> Path:
+    """The four real files in a new folder (links), with `name` broken in the way `how` says."""
+    src = real_data_dir()
+    d = tmp_path / f"data-{how}"
+    d.mkdir()
+    for f in DATA_FILES:
+        if f != name:
+            os.symlink(src / f, d / f)
+    raw = (src / name).read_bytes()
+    if how == "truncated":
+        broken = raw[:len(raw) // 2]
+    elif how == "garbled":
+        mid = len(raw) // 2
+        broken = raw[:mid] + bytes(b ^ 0x5A for b in raw[mid:mid + 4096]) + raw[mid + 4096:]
+    elif how == "not-gzip":
+        broken = b"this is not a gzip file at all\n" * 10
+    elif how == "empty":
+        broken = b""
+    elif how == "wrong-payload":
+        import gzip
+
+        broken = gzip.compress(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + bytes(5))
+    else:
+        raise AssertionError(how)
+    (d / name).write_bytes(broken)
+    return d
+
+
+@pytest.mark.parametrize("name,how", [
+    ("train-labels-idx1-ubyte.gz", "truncated"),
+    ("t10k-images-idx3-ubyte.gz", "garbled"),
+    ("train-images-idx3-ubyte.gz", "not-gzip"),
+    ("t10k-labels-idx1-ubyte.gz", "empty"),
+    ("t10k-labels-idx1-ubyte.gz", "wrong-payload"),
+])
+def test_corrupt_data_files_are_named(tmp_path, runs_dir, name, how):
+    broken = _broken_copy(tmp_path, name, how)
+    assert_clean_error(invoke("data", "--data-dir", broken), 2, name)
+    assert_clean_error(invoke("train", *TINY, "--data-dir", broken), 2, name)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_corrupt_data_in_a_real_process_has_no_traceback(tmp_path):
+    broken = _broken_copy(tmp_path, "train-labels-idx1-ubyte.gz", "truncated")
+    result = fmnist("data", "--data-dir", broken, timeout=120)
+    assert_clean_error(result, 2, "train-labels-idx1-ubyte.gz")
+    assert result.stdout == ""
+
+
+# --- unknown runs ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["evaluate", "summary"])
+def test_unknown_run_id(command, trained, runs_dir):
+    copy_run(trained, runs_dir)
+    for ref in ("no-such-run", "20991231", "..", "../..", "comparisons"):
+        assert_clean_error(invoke(command, ref), 2, "No run" if ref != "../.." else "")
+
+
+def test_unknown_run_with_no_runs_dir_at_all(runs_dir):
+    assert_clean_error(invoke("evaluate", "latest"), 2, str(runs_dir))
+    assert_clean_error(invoke("summary", "abc"), 2, "abc")
+    assert_clean_error(invoke("compare", "--resume", "nope"), 2, "nope")
+    assert_clean_error(invoke("compare", "--show", "latest"), 2)
+
+
+# --- broken model and config files -------------------------------------------------------------
+
+def test_garbage_model_file_is_refused_cleanly(trained, runs_dir):
+    run = copy_run(trained, runs_dir)
+    (run / "model.keras").write_bytes(os.urandom(3000))
+    result = invoke("evaluate", run.name)
+    assert_clean_error(result, None, "model.keras", "not a Keras model file")
+    assert code_of(result) in (1, 2)
+    assert "evaluations" not in read_json(run / "run.json")
+
+
+def test_model_file_that_is_a_directory_or_empty(trained, runs_dir):
+    run = copy_run(trained, runs_dir)
+    (run / "model.keras").write_bytes(b"")
+    assert_clean_error(invoke("evaluate", run.name), None, "model.keras")
+    (run / "model.keras").unlink()
+    (run / "model.keras").mkdir()
+    assert_clean_error(invoke("evaluate", run.name), None, "model")
+
+
+def test_foreign_keras_model_is_refused_cleanly(trained, runs_dir):
+    keras = keras_tf()
+    run = copy_run(trained, runs_dir)
+    foreign = keras.Sequential([keras.Input(shape=(5,)), keras.layers.Dense(3)])
+    foreign.save(run / "model.keras")
+    result = invoke("evaluate", run.name)
+    assert_clean_error(result, None, "not an fmnist model")
+
+
+def test_run_without_model_is_refused_cleanly(trained, runs_dir):
+    run = copy_run(trained, runs_dir)
+    (run / "model.keras").unlink()
+    assert_clean_error(invoke("evaluate", run.name), 2, "no saved model")
+
+
+def test_broken_config_json_is_refused_cleanly(trained, runs_dir):
+    run = copy_run(trained, runs_dir)
+    (run / "config.json").write_text('{"hidden": [100], "optim')
+    assert_clean_error(invoke("evaluate", run.name), None, "config.json")
+    assert_clean_error(invoke("summary", run.name), None, "config.json")
+
+
+# --- runs folder problems ----------------------------------------------------------------------
+
+def test_runs_dir_under_a_file_fails_cleanly_even_for_root(tmp_path):
+    blocker = tmp_path / "somefile"
+    blocker.write_text("not a folder")
+    result = invoke("train", *TINY, "--runs-dir", blocker / "runs")
+    message = assert_clean_error(result, 1, "Cannot write", str(blocker))
+    assert "runs-dir" in message or "directory" in message.lower()
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_runs_dir_fails_cleanly(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        result = invoke("train", *TINY, "--runs-dir", ro)
+        assert_clean_error(result, 1, "permission denied", str(ro))
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)
+
+
+# --- safe mode ---------------------------------------------------------------------------------
+
+def test_model_with_a_lambda_layer_is_refused_and_never_runs(trained, runs_dir, tmp_path):
+    keras = keras_tf()
+    run = copy_run(trained, runs_dir)
+    marker = tmp_path / "lambda-ran"
+    code = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")  # noqa: S307
+    model = keras.Sequential([keras.Input(shape=(28, 28)), keras.layers.Lambda(code),
+                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.save(run / "model.keras")
+    marker.unlink(missing_ok=True)   # building the model above ran it once
+    result = invoke("evaluate", run.name)
+    assert_clean_error(result, None, "could not be opened", "Lambda", "safe mode")
+    assert not marker.exists(), "the model file's code ran"
+    assert "evaluations" not in read_json(run / "run.json")
+
+
+def test_load_model_always_asks_for_safe_mode(trained, runs_dir, monkeypatch):
+    keras = keras_tf()
+    from fmnist_cli import runs
+
+    seen = {}
+    real = keras.models.load_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keras.models, "load_model", spy)
+    runs.load_model(copy_run(trained, runs_dir))
+    assert seen.get("safe_mode") is True
