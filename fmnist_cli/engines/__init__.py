@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -73,10 +73,6 @@ EXPLODED_LOSS = 10.0
 
 def exploded(loss: float) -> bool:
     return not math.isfinite(loss) or loss > EXPLODED_LOSS
-
-
-EventFn = Callable[[dict], None]
-StopFn = Callable[[], bool]
 
 
 def get(name: str):

@@ -7,6 +7,7 @@ an epoch in about ten calls, which also paces the in-epoch progress bar.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -25,8 +26,6 @@ def train(configs, split, on_event, should_stop) -> list[Outcome]:
 
 
 def _train_one(member, config, split, on_event, should_stop) -> Outcome:
-    import keras
-
     from ..models import build_model, compile_model, set_seed
 
     set_seed(config.seed)
@@ -35,54 +34,7 @@ def _train_one(member, config, split, on_event, should_stop) -> Outcome:
     compile_model(model, config, steps_per_execution(len(split.y_train), config.batch_size))
     tracker = EpochTracker(patience=config.early_stopping)
 
-    class Recorder(keras.callbacks.Callback):
-        """Feeds the tracker, keeps the weights of the last and best finished epochs, and stops
-        training at once on a signal or a non-finite loss."""
-
-        def __init__(self):
-            super().__init__()
-            self.last_weights = None
-            self.best_weights = None
-            self.aborted = None   # "interrupted" or "diverged" when the current epoch must not count
-            self.t_epoch = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t_epoch = time.perf_counter()
-            on_event({"type": "epoch_start", "member": member, "epoch": epoch + 1, "steps": steps})
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and exploded(float(loss)):
-                self.aborted = "diverged"
-                self.model.stop_training = True
-            elif should_stop():
-                self.aborted = "interrupted"
-                self.model.stop_training = True
-            else:
-                on_event({"type": "step", "member": member, "step": min(batch + 1, steps), "steps": steps})
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.aborted:
-                return  # a part-epoch: its numbers would be misleading, so it is dropped
-            seconds = time.perf_counter() - self.t_epoch
-            metrics = {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-            is_best, keep_going = tracker.add(metrics, seconds)
-            if tracker.status == "diverged":
-                self.aborted = "diverged"
-                self.model.stop_training = True
-                return
-            self.last_weights = self.model.get_weights()
-            if is_best:
-                self.best_weights = self.last_weights
-            on_event({"type": "epoch", "member": member, "epoch": epoch + 1, **metrics,
-                      "seconds": seconds, "is_best": is_best})
-            if not keep_going:
-                self.model.stop_training = True
-            elif should_stop() and epoch + 1 < config.epochs:   # after the last epoch there is nothing to stop
-                self.aborted = "interrupted"
-                self.model.stop_training = True
-
-    recorder = Recorder()
+    recorder = _recorder_class()(member, steps, config, tracker, on_event, should_stop)
     model.fit(split.x_train, split.y_train, batch_size=config.batch_size, epochs=config.epochs,
               validation_data=(split.x_val, split.y_val), shuffle=True, verbose=0, callbacks=[recorder])
 
@@ -95,3 +47,64 @@ def _train_one(member, config, split, on_event, should_stop) -> Outcome:
     return Outcome(history=tracker.history, status=status, best_epoch=tracker.best_epoch,
                    stopped_early=tracker.stopped_early, model=model if keep is not None else None,
                    message=divergence_hint(config) if status == "diverged" else None)
+
+
+@functools.cache
+def _recorder_class():
+    """The Recorder callback class, defined on first use: importing this module must not import
+    Keras (and with it the backend)."""
+    import keras
+
+    class Recorder(keras.callbacks.Callback):
+        """Feeds the tracker, keeps the weights of the last and best finished epochs, and stops
+        training at once on a signal or a non-finite loss."""
+
+        def __init__(self, member, steps, config, tracker, on_event, should_stop):
+            super().__init__()
+            self.member, self.steps, self.config, self.tracker = member, steps, config, tracker
+            self.on_event, self.should_stop = on_event, should_stop
+            self.last_weights = None
+            self.best_weights = None
+            self.aborted = None   # "interrupted" or "diverged" when the current epoch must not count
+            self.t_epoch = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t_epoch = time.perf_counter()
+            self.on_event({"type": "epoch_start", "member": self.member, "epoch": epoch + 1,
+                           "steps": self.steps})
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and exploded(float(loss)):
+                self.aborted = "diverged"
+                self.model.stop_training = True
+            elif self.should_stop():
+                self.aborted = "interrupted"
+                self.model.stop_training = True
+            else:
+                self.on_event({"type": "step", "member": self.member, "step": min(batch + 1, self.steps),
+                               "steps": self.steps})
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.aborted:
+                return  # a part-epoch: its numbers would be misleading, so it is dropped
+            seconds = time.perf_counter() - self.t_epoch
+            metrics = {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+            is_best, keep_going = self.tracker.add(metrics, seconds)
+            if self.tracker.status == "diverged":
+                self.aborted = "diverged"
+                self.model.stop_training = True
+                return
+            self.last_weights = self.model.get_weights()
+            if is_best:
+                self.best_weights = self.last_weights
+            self.on_event({"type": "epoch", "member": self.member, "epoch": epoch + 1, **metrics,
+                           "seconds": seconds, "is_best": is_best})
+            if not keep_going:
+                self.model.stop_training = True
+            # After the last epoch there is nothing to stop.
+            elif self.should_stop() and epoch + 1 < self.config.epochs:
+                self.aborted = "interrupted"
+                self.model.stop_training = True
+
+    return Recorder

@@ -11,6 +11,7 @@ by masking), validation is scored on the whole validation set at each epoch end.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -20,17 +21,20 @@ from . import EpochTracker, Outcome, divergence_hint
 
 
 def train(configs, split, on_event, should_stop) -> list[Outcome]:
-    import jax
-    import jax.numpy as jnp
-    import keras
-
-    from ..models import build_model, build_optimizer, set_seed
-
-    batch_size = configs[0].batch_size
-    epochs = max(c.epochs for c in configs)
-    n = len(split.y_train)
+    n, batch_size = len(split.y_train), configs[0].batch_size
     steps = math.ceil(n / batch_size)
-    padded = steps * batch_size
+    models, optimizers, states = _build_group(configs)
+    run_epoch, evaluate = _compile_programs(models, optimizers, n, batch_size, steps)
+    trackers = [EpochTracker(patience=c.early_stopping) for c in configs]
+    last, best, interrupted = _run_epochs(configs, split, states, run_epoch, evaluate, trackers, steps,
+                                          on_event, should_stop)
+    return _outcomes(configs, models, optimizers, trackers, last, best, interrupted)
+
+
+def _build_group(configs):
+    """Each run's Keras model and optimizer, and its initial state (trainable, non-trainable and
+    optimizer variables) as arrays for the stateless API."""
+    from ..models import build_model, build_optimizer, set_seed
 
     models, optimizers, states = [], [], []
     for config in configs:
@@ -43,34 +47,52 @@ def train(configs, split, on_event, should_stop) -> list[Outcome]:
         states.append(([v.value for v in model.trainable_variables],
                        [v.value for v in model.non_trainable_variables],
                        [v.value for v in optimizer.variables]))
+    return models, optimizers, states
 
-    def batch_loss(model, tv, ntv, xb, yb, mask):
-        yp, ntv = model.stateless_call(tv, ntv, xb, training=True)
-        per_example = keras.losses.sparse_categorical_crossentropy(yb, yp)
-        count = jnp.maximum(mask.sum(), 1.0)
-        loss = (per_example * mask).sum() / count
-        correct = ((jnp.argmax(yp, -1) == yb) * mask).sum()
-        return loss, (ntv, correct)
 
-    grad_fns = [jax.value_and_grad(lambda tv, ntv, xb, yb, mask, m=m: batch_loss(m, tv, ntv, xb, yb, mask),
-                                   has_aux=True) for m in models]
+def _batch_loss(model, tv, ntv, xb, yb, mask):
+    """Mean loss over the batch's real rows (`mask`), and the count of its correct predictions."""
+    import jax.numpy as jnp
+    import keras
 
-    def make_step(xs, ys):
-        def step(carry, batch):
-            idx, mask = batch        # idx: (K, batch_size) row numbers; mask: (batch_size,) real rows
-            new_states, losses, corrects = [], [], []
-            # One gather for every run's batch: XLA on the CPU runs K small gathers far slower.
-            flat = idx.reshape(-1)
-            xb_all = xs[flat].reshape(idx.shape + xs.shape[1:])
-            yb_all = ys[flat].reshape(idx.shape)
-            for k, (optimizer, (tv, ntv, ov)) in enumerate(zip(optimizers, carry)):
-                (loss, (ntv, correct)), grads = grad_fns[k](tv, ntv, xb_all[k], yb_all[k], mask)
-                tv, ov = optimizer.stateless_apply(ov, grads, tv)
-                new_states.append((tv, ntv, ov))
-                losses.append(loss * mask.sum())
-                corrects.append(correct)
-            return new_states, (jnp.stack(losses), jnp.stack(corrects))
-        return step
+    yp, ntv = model.stateless_call(tv, ntv, xb, training=True)
+    per_example = keras.losses.sparse_categorical_crossentropy(yb, yp)
+    count = jnp.maximum(mask.sum(), 1.0)
+    loss = (per_example * mask).sum() / count
+    correct = ((jnp.argmax(yp, -1) == yb) * mask).sum()
+    return loss, (ntv, correct)
+
+
+def _make_step(optimizers, grad_fns, xs, ys):
+    """One training step of every run: the body of the epoch's `lax.scan`."""
+    import jax.numpy as jnp
+
+    def step(carry, batch):
+        idx, mask = batch        # idx: (K, batch_size) row numbers; mask: (batch_size,) real rows
+        new_states, losses, corrects = [], [], []
+        # One gather for every run's batch: XLA on the CPU runs K small gathers far slower.
+        flat = idx.reshape(-1)
+        xb_all = xs[flat].reshape(idx.shape + xs.shape[1:])
+        yb_all = ys[flat].reshape(idx.shape)
+        for k, (optimizer, (tv, ntv, ov)) in enumerate(zip(optimizers, carry)):
+            (loss, (ntv, correct)), grads = grad_fns[k](tv, ntv, xb_all[k], yb_all[k], mask)
+            tv, ov = optimizer.stateless_apply(ov, grads, tv)
+            new_states.append((tv, ntv, ov))
+            losses.append(loss * mask.sum())
+            corrects.append(correct)
+        return new_states, (jnp.stack(losses), jnp.stack(corrects))
+    return step
+
+
+def _compile_programs(models, optimizers, n, batch_size, steps):
+    """The two jit-compiled programs: `run_epoch` (shuffle and train every run for one epoch) and
+    `evaluate` (score every run on the validation set)."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+
+    padded = steps * batch_size
+    grad_fns = [jax.value_and_grad(functools.partial(_batch_loss, m), has_aux=True) for m in models]
 
     # The data are arguments, not closed-over constants: constants would be baked into the program,
     # bloating compile time and the persistent compilation cache.
@@ -80,9 +102,10 @@ def train(configs, split, on_event, should_stop) -> list[Outcome]:
         keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), epoch))(seeds)
         perms = jax.vmap(lambda key: jax.random.permutation(key, n))(keys)          # (K, n)
         perms = jnp.pad(perms, ((0, 0), (0, padded - n)))                           # pad rows: masked
-        idx = perms.reshape(len(configs), steps, batch_size).transpose(1, 0, 2)     # (steps, K, bs)
+        idx = perms.reshape(len(models), steps, batch_size).transpose(1, 0, 2)      # (steps, K, bs)
         mask = (jnp.arange(padded) < n).astype(jnp.float32).reshape(steps, batch_size)
-        carry, (loss_sums, correct_sums) = jax.lax.scan(make_step(xs, ys), carry, (idx, mask))
+        step = _make_step(optimizers, grad_fns, xs, ys)
+        carry, (loss_sums, correct_sums) = jax.lax.scan(step, carry, (idx, mask))
         return carry, loss_sums.sum(0) / n, correct_sums.sum(0) / n
 
     @jax.jit
@@ -94,16 +117,25 @@ def train(configs, split, on_event, should_stop) -> list[Outcome]:
             out.append(jnp.stack([loss, (jnp.argmax(yp, -1) == yv).mean()]))
         return jnp.stack(out)
 
+    return run_epoch, evaluate
+
+
+def _run_epochs(configs, split, states, run_epoch, evaluate, trackers, steps, on_event, should_stop):
+    """The epoch loop: runs every epoch of the group, feeds each active run's tracker and reports
+    its events. Returns each run's state after its last and after its best recorded epoch, and
+    whether a stop signal cut the loop short."""
+    import jax
+    import jax.numpy as jnp
+
     XS, YS = jnp.asarray(split.x_train), jnp.asarray(split.y_train)
     XV, YV = jnp.asarray(split.x_val), jnp.asarray(split.y_val)
     seeds = np.asarray([c.seed for c in configs], dtype=np.uint32)
-    trackers = [EpochTracker(patience=c.early_stopping) for c in configs]
     last = [None] * len(configs)     # state after each run's last recorded epoch
     best = [None] * len(configs)     # state after each run's best epoch
     interrupted = False
     carry = states
 
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, max(c.epochs for c in configs) + 1):
         active = [k for k, t in enumerate(trackers) if not t.done and epoch <= configs[k].epochs]
         if not active:
             break
@@ -129,7 +161,10 @@ def train(configs, split, on_event, should_stop) -> list[Outcome]:
             on_event({"type": "step", "member": k, "step": steps, "steps": steps})
             on_event({"type": "epoch", "member": k, "epoch": epoch, **metrics, "seconds": seconds,
                       "is_best": is_best})
+    return last, best, interrupted
 
+
+def _outcomes(configs, models, optimizers, trackers, last, best, interrupted) -> list[Outcome]:
     outcomes = []
     for k, config in enumerate(configs):
         tracker = trackers[k]
