@@ -29,42 +29,49 @@ app = typer.Typer(
 STATE = {"debug": os.environ.get("FMNIST_DEBUG", "") not in ("", "0")}
 
 
-def command(*args, **kwargs):
-    """app.command, plus: a user error becomes one clean message and an exit code, never a traceback."""
+def command(*args, group=None, **kwargs):
+    """app.command (or a sub-group's), plus: a user error becomes one clean message and an exit code,
+    never a traceback."""
     def decorate(func):
-        @functools.wraps(func)
-        def wrapper(*a, **kw):
-            from . import report
-
-            try:
-                result = func(*a, **kw)
-                sys.stdout.flush()   # inside the try: a closed pipe is reported here, not at exit
-                return result
-            except FmnistError as err:
-                if STATE["debug"]:
-                    raise
-                report.err.print(f"[red]Error:[/] {err}", highlight=False, soft_wrap=True)
-                raise typer.Exit(err.exit_code) from None
-            except KeyboardInterrupt:
-                report.err.print("Interrupted.")
-                raise typer.Exit(130) from None
-            except BrokenPipeError:
-                # `fmnist runs | head`: the reader has all it wanted. Point stdout at /dev/null so the
-                # interpreter's final flush does not complain, and succeed quietly.
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-                raise typer.Exit(0) from None
-            except (typer.Exit, typer.Abort, SystemExit):
-                raise
-            except Exception as err:
-                if STATE["debug"]:
-                    raise
-                report.err.print(f"[red]Unexpected error:[/] {type(err).__name__}: {err}\n"
-                                 "Run again with --debug (or FMNIST_DEBUG=1) for the traceback, and "
-                                 "please report it.", highlight=False, soft_wrap=True)
-                raise typer.Exit(1) from None
-        return app.command(*args, **kwargs)(wrapper)
+        return (group or app).command(*args, **kwargs)(guarded(func))
     return decorate
+
+
+def guarded(func):
+    """The error contract of every command: FmnistError -> its message and exit code; Ctrl-C -> 130;
+    a closed pipe -> 0; anything else -> one line asking for a report (the traceback with --debug)."""
+    @functools.wraps(func)
+    def wrapper(*a, **kw):
+        from . import report
+
+        try:
+            result = func(*a, **kw)
+            sys.stdout.flush()   # inside the try: a closed pipe is reported here, not at exit
+            return result
+        except FmnistError as err:
+            if STATE["debug"]:
+                raise
+            report.err.print(f"[red]Error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            report.err.print("Interrupted.")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # `fmnist runs | head`: the reader has all it wanted. Point stdout at /dev/null so the
+            # interpreter's final flush does not complain, and succeed quietly.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as err:
+            if STATE["debug"]:
+                raise
+            report.err.print(f"[red]Unexpected error:[/] {type(err).__name__}: {err}\n"
+                             "Run again with --debug (or FMNIST_DEBUG=1) for the traceback, and "
+                             "please report it.", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    return wrapper
 
 
 def _version(value: bool):
@@ -107,11 +114,12 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on std
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
 
-def make_config(hidden="100", activation="relu", dropout=0.0, optimizer="rmsprop", learning_rate=None,
+def make_config(*, hidden="100", activation="relu", dropout=0.0, optimizer="rmsprop", learning_rate=None,
                 momentum=None, nesterov=None, epochs=5, batch_size=32, seed=42, val_size=0.2, split_seed=42,
                 limit=None, early_stopping=None, backend=None, engine="auto", name=None) -> RunConfig:
+    """The options as a validated RunConfig (keywords only: sixteen positional options invite mix-ups)."""
     from . import backend as backend_mod
-    from .runs import check_name
+    from .store import check_name
 
     return RunConfig(
         hidden=parse_hidden(hidden), activation=activation, dropout=dropout,
@@ -155,11 +163,15 @@ def train(
 
       fmnist train --backend jax --json > run.json
     """
-    from . import report, runs, training
+    from . import report, training
+    from .records import Status
+    from .store import RunStore
 
-    config = make_config(hidden, activation, dropout, optimizer, learning_rate, momentum, nesterov, epochs,
-                         batch_size, seed, val_size, split_seed, limit, early_stopping, backend, engine, name)
-    root = runs.ensure_writable(runs.runs_root(runs_dir))
+    config = make_config(hidden=hidden, activation=activation, dropout=dropout, optimizer=optimizer,
+                         learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, epochs=epochs,
+                         batch_size=batch_size, seed=seed, val_size=val_size, split_seed=split_seed, limit=limit,
+                         early_stopping=early_stopping, backend=backend, engine=engine, name=name)
+    root = RunStore.at(runs_dir).ensure_writable().root
     console = _consoles(json_out)
     plain = not console.is_terminal
     stop = training.StopFlag()
@@ -172,9 +184,9 @@ def train(
         report.print_json(result)
     else:
         report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
-    if result["status"] == "interrupted":
+    if result.status == Status.INTERRUPTED:
         raise typer.Exit(130)
-    if result["status"] == "diverged":
+    if result.status == Status.DIVERGED:
         raise typer.Exit(1)
 
 
@@ -194,11 +206,16 @@ def evaluate(
 
       fmnist evaluate 20261128-101500-adam-relu-3f2a --split test --json
     """
-    from . import evaluation, report, runs
+    from . import evaluation, report
+    from .store import RunStore
 
     evaluation.check_split(split)   # before looking for runs: a typo is the first thing to report
-    run_dir = runs.resolve(runs.runs_root(runs_dir), run)
-    result = evaluation.evaluate(run_dir, split, data_dir, backend)
+    store = RunStore.at(runs_dir)
+    run_dir = store.resolve_run(run)
+    result = evaluation.evaluate(store, run_dir, split, data_dir, backend)
+    if not result["stored"]:
+        report.err.print(f"[yellow]Warning:[/] the result was not stored in the run: {result['store_error']}",
+                         highlight=False, soft_wrap=True)
     if json_out:
         report.print_json(result)
     else:
@@ -221,14 +238,13 @@ def summary(
 
       fmnist summary latest
     """
-    from . import models, report, runs
+    from . import models, report
+    from .store import RunStore
 
     if run:
-        run_dir = runs.resolve(runs.runs_root(runs_dir), run)
-        try:
-            config = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
-        except (OSError, ValueError, TypeError) as err:
-            raise UsageError(f"{run_dir / 'config.json'} is unreadable ({err}).") from None
+        store = RunStore.at(runs_dir)
+        run_dir = store.resolve_run(run)
+        config = store.read_config(run_dir)
         title = f"Run {run_dir.name}"
     else:
         config = make_config(hidden=hidden, activation=activation, dropout=dropout)
@@ -240,40 +256,93 @@ def summary(
         report.model_summary(info, report.out)
 
 
-@command("runs")
+runs_app = typer.Typer(rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
+@guarded
 def list_runs(
-    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Only runs of this comparison id.")] = None,
+    ctx: typer.Context,
+    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Only runs of this comparison (an id, part of one, or 'latest').")] = None,
     limit: Annotated[Optional[int], typer.Option("--last", "-n", help="Show only the newest N runs.")] = None,
     runs_dir: RunsDir = None, json_out: Json = False,
 ):
-    """List saved runs, newest first.
+    """List saved runs, newest first. A damaged run is listed as broken, with the reason.
 
     Examples:
 
       fmnist runs
 
-      fmnist runs --comparison 20261128-101500-cmp-1a2b --json
+      fmnist runs --comparison latest --json
+
+      fmnist runs rm --broken
     """
-    from . import report, runs
+    if ctx.invoked_subcommand:
+        return
+    from . import report
+    from .store import RunStore
 
-    root = runs.runs_root(runs_dir)
+    store = RunStore.at(runs_dir)
     if comparison:
-        from .compare import load_comparison
-
-        comparison = load_comparison(root, comparison)["id"]   # accepts `latest` and parts of ids
-    records = runs.list_runs(root, comparison)
+        comparison = store.resolve_comparison(comparison)   # accepts `latest` and parts of ids
+    records = store.list_runs(comparison)
     if limit is not None:
         if limit < 1:
             raise UsageError("--last must be at least 1.")
         records = records[:limit]
     if json_out:
-        report.print_json([{k: v for k, v in r.items() if k != "history"} for r in records])
+        report.print_json([r.to_json() for r in records])
     elif not records:
-        report.err.print(f"No runs in {root} yet. Train one with `fmnist train`." if not comparison else
+        report.err.print(f"No runs in {store.root} yet. Train one with `fmnist train`." if not comparison else
                          f"Comparison {comparison} has no runs yet; finish it with `fmnist compare --resume {comparison}`.",
                          highlight=False)
     else:
         report.runs_table(records, report.out)
+
+
+@command("rm", group=runs_app)
+def remove_runs(
+    run_ids: Annotated[Optional[list[str]], typer.Argument(help="Runs to remove: ids, unique parts of ids, or 'latest'.", show_default=False)] = None,
+    broken: Annotated[bool, typer.Option("--broken", help="Also remove every broken run and comparison, and leftovers of interrupted saves.")] = False,
+    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Remove this comparison and all its runs.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    runs_dir: RunsDir = None, json_out: Json = False,
+):
+    """Remove runs (their whole folders) and keep comparison records in step.
+
+    A run that belongs to a comparison leaves an empty slot, which `fmnist compare --resume` fills.
+
+    Examples:
+
+      fmnist runs rm 20261128-101500-adam-relu-3f2a
+
+      fmnist runs rm --broken --yes
+
+      fmnist runs rm --comparison latest
+    """
+    from . import cleanup, report
+    from .store import RunStore
+
+    store = RunStore.at(runs_dir)
+    plan = cleanup.plan(store, list(run_ids or []), broken=broken, comparison=comparison)
+    if plan.empty:
+        report.err.print("Nothing to remove.", highlight=False)
+        if json_out:
+            report.print_json(plan.to_json())
+        return
+    if not yes and not sys.stdin.isatty():
+        raise UsageError(f"Add --yes to remove {plan.describe()} without confirmation (there is no terminal "
+                         "to ask on).")
+    report.removal_plan(plan, report.err)
+    if not yes:
+        if not typer.confirm("Remove them?", default=False, err=True):
+            raise typer.Exit(1)
+    cleanup.apply(store, plan)
+    if json_out:
+        report.print_json(plan.to_json())
+    else:
+        report.err.print(f"Removed {plan.describe()}.", highlight=False)
 
 
 @command()
@@ -312,21 +381,21 @@ def compare(
       fmnist compare --show latest
     """
     from . import compare as cmp
-    from . import report, runs, training
+    from . import report, training
+    from .store import RunStore
 
-    root = runs.runs_root(runs_dir)
+    store = RunStore.at(runs_dir)
+    root = store.root
     console = _consoles(json_out)
     if list_all:
-        items = cmp.list_comparisons(root)
+        items = store.list_comparisons()
         if json_out:
-            report.print_json(items)
+            report.print_json([c.listing() for c in items])
         elif not items:
             report.err.print(f"No comparisons in {root} yet. Start one with `fmnist compare sgd rmsprop adam`.",
                              highlight=False)
         else:
-            for item in items:
-                console.print(f"{item['id']}  repeats {item['repeats']}  {', '.join(item['variants'])}",
-                              highlight=False, markup=False)
+            report.comparison_list(items, console)
         return
     if jobs < 1 or jobs > 64:
         raise UsageError("--jobs must be from 1 to 64.")
@@ -342,18 +411,20 @@ def compare(
     if show and resume:
         raise UsageError("Use --show or --resume, not both.")
     if show:
-        record = cmp.load_comparison(root, show)
+        record = store.load_comparison(show)
     elif resume:
-        record = cmp.load_comparison(root, resume)
+        record = store.load_comparison(resume)
     else:
         # With optimizers named as arguments, --learning-rate/--momentum/--nesterov apply to each of
         # them (momentum and nesterov to the SGD family only); otherwise to --optimizer.
         named = list(optimizers or [])
         axes = cmp.parse_vary(list(vary or []))
         per_variant = bool(named) or "optimizer" in axes
-        base = make_config(hidden, activation, dropout, optimizer, learning_rate,
-                           None if per_variant else momentum, None if per_variant else nesterov, epochs,
-                           batch_size, seed, val_size, split_seed, limit, early_stopping, backend, engine)
+        base = make_config(hidden=hidden, activation=activation, dropout=dropout, optimizer=optimizer,
+                           learning_rate=learning_rate, momentum=None if per_variant else momentum,
+                           nesterov=None if per_variant else nesterov, epochs=epochs, batch_size=batch_size,
+                           seed=seed, val_size=val_size, split_seed=split_seed, limit=limit,
+                           early_stopping=early_stopping, backend=backend, engine=engine)
         if base.seed + repeats - 1 >= 2**32:
             raise UsageError(f"--seed {base.seed} with --repeats {repeats} runs past the largest seed, 4294967295; "
                              "use a smaller --seed.")
@@ -362,26 +433,28 @@ def compare(
     status = 0
     if not show:
         # Everything that can fail fast does, before a comparison record exists.
-        runs.ensure_writable(root)
+        store.ensure_writable()
         from . import data as data_mod
 
         data_mod.load(data_dir)
-        if not resume:
-            record = cmp.new_comparison(root, base, variants, repeats, sys.argv[1:])
-        labels = [v["label"] for v in record["variants"]]
+        if resume:
+            cmp.check_resumable(store, record)   # busy: say so before any output
+        else:
+            record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])
+        labels = record.labels
         stop = training.StopFlag()
         plain = not console.is_terminal
         if not quiet:
-            report.err.print(f"Comparison {record['id']}: {len(labels)} variant(s) x {record['repeats']} seed(s).",
+            report.err.print(f"Comparison {record.id}: {len(labels)} variant(s) x {record.repeats} seed(s).",
                              highlight=False)
-        with stop.installed(), report.CompareDisplay(labels, record["repeats"], console, plain, quiet) as display:
-            record = cmp.execute(root, record, data_dir, jobs, display.on_event, stop)
+        with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet) as display:
+            record = cmp.execute(store, record, data_dir, jobs, display.on_event, stop)
         if stop():
             status = 130
-    summary_data = cmp.summarize(root, record)
-    statuses = [v["status"] for v in summary_data["variants"]]
-    if not status and not show and ("failed" in statuses or all(s in ("diverged", "failed") for s in statuses)):
-        status = 1   # a comparison with a failed run, or with no usable variant, is not a success
+    summary_data = cmp.summarize(store, record)
+    usable = [v for v in summary_data.variants if v.n > 0 and v.status != "diverged"]
+    if not status and not show and (record.errors or not usable):
+        status = 1   # a comparison with a failed unit, or with no usable variant, is not a success
     if plot:
         _atomic_plot(summary_data, plot)
     if csv_path:
@@ -394,12 +467,12 @@ def compare(
             if path:
                 console.print(f"{what} written to {path}", highlight=False)
         if status == 130:
-            console.print(f"Interrupted. Finish it with: fmnist compare --resume {record['id']}", highlight=False)
+            console.print(f"Interrupted. Finish it with: fmnist compare --resume {record.id}", highlight=False)
     if status:
         raise typer.Exit(status)
 
 
-def _atomic_plot(summary_data: dict, path: Path) -> None:
+def _atomic_plot(summary_data, path: Path) -> None:
     import os as _os
     import tempfile
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import secrets
-import time
 from pathlib import Path
 
-from . import runs
 from .config import RunConfig, parse_activation, parse_hidden, parse_optimizer
-from .errors import FmnistError, RunNotFound, StorageError, UsageError
+from .errors import Busy, FmnistError, UsageError
+from .records import (FINISHED, METRICS, ComparisonRecord, ComparisonSummary, Plan, RunDone, SlotSummary,
+                      Status, VariantSpec, VariantSummary)
+from .store import RunStore, atomic_write_text, now
 
 VARY_KEYS = {"activation": "activation", "hidden": "hidden", "dropout": "dropout",
              "lr": "learning_rate", "learning_rate": "learning_rate", "batch_size": "batch_size",
@@ -118,86 +118,57 @@ def _jsonable(settings: dict) -> dict:
     return out
 
 
-def comparisons_dir(root: Path) -> Path:
-    return root / runs.COMPARISONS
+def new_comparison(store: RunStore, base: RunConfig, variants: list[dict], repeats: int,
+                   argv: list[str]) -> ComparisonRecord:
+    record = ComparisonRecord(
+        created=now(), argv=argv, base=base.to_dict(), repeats=repeats,
+        variants=[VariantSpec(label=v["label"], settings=v["settings"], config=v["config"], runs=[None] * repeats)
+                  for v in variants])
+    return store.new_comparison(record)
 
 
-def new_comparison(root: Path, base: RunConfig, variants: list[dict], repeats: int, argv: list[str]) -> dict:
-    cdir = comparisons_dir(root)
-    try:
-        cdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise runs.storage_error(err, cdir) from None
-    while True:
-        cid = f"{time.strftime('%Y%m%d-%H%M%S')}-cmp-{secrets.token_hex(2)}"
-        try:
-            (cdir / f"{cid}.json").open("x").close()   # claim the id atomically
-            break
-        except FileExistsError:
-            continue
-    record = {"id": cid, "created": runs.now(), "argv": argv, "base": base.to_dict(), "repeats": repeats,
-              "variants": [{"label": v["label"], "settings": v["settings"], "config": v["config"],
-                            "runs": [None] * repeats} for v in variants]}
-    save_comparison(root, record)
-    return record
-
-
-def save_comparison(root: Path, record: dict) -> None:
-    runs.atomic_write_json(comparisons_dir(root) / f"{record['id']}.json", record)
-
-
-def load_comparison(root: Path, ref: str) -> dict:
-    cdir = comparisons_dir(root)
-    ids = sorted(p.stem for p in cdir.glob("*.json")) if cdir.is_dir() else []
-    if ref == "latest":
-        matches = ids[-1:]
-    else:
-        matches = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref) or i.endswith(ref)]
-    if not matches:
-        raise RunNotFound(f"No comparison {ref!r} in {cdir}. `fmnist compare --list` shows them.")
-    if len(matches) > 1:
-        raise RunNotFound(f"{ref!r} matches {len(matches)} comparisons; give more of the id.")
-    try:
-        return runs.read_json(cdir / f"{matches[0]}.json")
-    except (OSError, ValueError) as err:
-        raise StorageError(f"Comparison {matches[0]} is unreadable ({err}).") from None
-
-
-def list_comparisons(root: Path) -> list[dict]:
-    cdir = comparisons_dir(root)
-    out = []
-    for path in sorted(cdir.glob("*.json"), reverse=True) if cdir.is_dir() else []:
-        try:
-            rec = runs.read_json(path)
-            out.append({"id": rec["id"], "created": rec.get("created"), "repeats": rec.get("repeats"),
-                        "variants": [v["label"] for v in rec.get("variants", [])]})
-        except (OSError, ValueError, KeyError):
-            out.append({"id": path.stem, "created": None, "repeats": None, "variants": [], "broken": True})
-    return out
-
-
-def slots(record: dict) -> list[tuple[int, int, RunConfig]]:
+def slots(record: ComparisonRecord) -> list[tuple[int, int, RunConfig]]:
     """Every (variant, repeat) slot with its config: repeat r uses seed base+r, for every variant,
     so variant A's repeat r and variant B's repeat r start from the same weights and batch order."""
     out = []
-    for vi, variant in enumerate(record["variants"]):
-        base = RunConfig.from_dict(variant["config"])
-        for r in range(record["repeats"]):
-            out.append((vi, r, base.replace(seed=base.seed + r, comparison=record["id"],
-                                            variant=variant["label"], repeat=r)))
+    for vi, variant in enumerate(record.variants):
+        base = variant.run_config
+        for r in range(record.repeats):
+            out.append((vi, r, base.replace(seed=base.seed + r, comparison=record.id,
+                                            variant=variant.label, repeat=r)))
     return out
 
 
-def pending_slots(root: Path, record: dict) -> list[tuple[int, int, RunConfig]]:
-    """Slots with no finished run: never run, interrupted, failed or crashed. A diverged run is a
-    result (the same seed diverges again), so it is not redone."""
+def pending_slots(store: RunStore, record: ComparisonRecord) -> list[tuple[int, int, RunConfig]]:
+    """Slots with no finished run: never run, interrupted, failed, crashed or broken. A diverged run
+    is a result (the same seed diverges again), so it is not redone. A finished run the record does not
+    know (its worker finished after the process that started it died) is adopted, not trained again;
+    a run still being trained by a live process makes this a Busy error."""
+    live = store.live_runs_of(record.id)
+    if live:
+        pids = sorted({str(r.record.pid) for r in live})
+        raise Busy(f"Comparison {record.id} still has {len(live)} run(s) being trained by process "
+                   f"{', '.join(pids)}; wait for them to finish, or stop them, then resume.")
+    adoptable = store.finished_runs_of(record.id)
     todo = []
     for vi, r, config in slots(record):
-        run_id = record["variants"][vi]["runs"][r]
-        if run_id and runs.run_status(root / run_id) in ("completed", "diverged"):
+        variant = record.variants[vi]
+        run_id = variant.runs[r]
+        if run_id and store.load_run(store.root / run_id).status in FINISHED:
+            continue
+        found = adoptable.get((variant.label, r))
+        if found is not None:
+            variant.runs[r] = found.id
             continue
         todo.append((vi, r, config))
     return todo
+
+
+def check_resumable(store: RunStore, record: ComparisonRecord) -> None:
+    """Busy when another process trains the comparison or one of its runs; `execute` enforces the
+    same under its lock, this only lets the CLI say so before it prints anything."""
+    with store.comparison_lock(record.id):
+        pending_slots(store, store.read_comparison(record.id) if record.id else record)
 
 
 def make_units(root: Path, todo, data_dir) -> list[tuple[list, list]]:
@@ -218,40 +189,42 @@ def make_units(root: Path, todo, data_dir) -> list[tuple[list, list]]:
     return units
 
 
-def execute(root: Path, record: dict, data_dir=None, jobs: int = 1, on_event=None, should_stop=None,
-            executor=None) -> dict:
-    """Train every pending slot, writing each run id into the record as units finish."""
+def execute(store: RunStore, record: ComparisonRecord, data_dir=None, jobs: int = 1, on_event=None,
+            should_stop=None, executor=None) -> ComparisonRecord:
+    """Train every pending slot, writing each run id into the record as units finish. The comparison
+    is locked meanwhile: a second process resuming it gets a Busy error instead of training twice."""
     from .executors import LocalExecutor
 
     on_event = on_event or (lambda e: None)
     should_stop = should_stop or (lambda: False)
-    todo = pending_slots(root, record)
-    units = make_units(root, todo, data_dir)
-    executor = executor or LocalExecutor(jobs)
-    errors = {}
-    on_event({"type": "plan", "runs": len(todo), "units": len(units),
-              "epochs": sum(s[2].epochs for s in todo)})
-    for ui, outcome in executor.run([u for _, u in units], on_event, should_stop):
-        chunk = units[ui][0]
-        if isinstance(outcome, Exception):
-            for vi, r, _ in chunk:
-                errors[(vi, r)] = str(outcome) if isinstance(outcome, FmnistError) else f"{type(outcome).__name__}: {outcome}"
-            outcome = [None] * len(chunk)
-        for (vi, r, _), result in zip(chunk, outcome):
-            # A failed unit clears its slots: an older interrupted run must not stand in for it.
-            record["variants"][vi]["runs"][r] = result["run_id"] if result is not None else None
-            on_event({"type": "run_done", "variant": vi, "repeat": r,
-                      "status": result["status"] if result else "failed"})
-        save_comparison(root, record)
-    record["errors"] = {f"{vi}:{r}": msg for (vi, r), msg in errors.items()}
-    save_comparison(root, record)
+    with store.comparison_lock(record.id):
+        # Read again under the lock: another process may have finished slots since we loaded it.
+        fresh = store.read_comparison(record.id)
+        if not fresh.broken:
+            record = fresh
+        todo = pending_slots(store, record)
+        store.save_comparison(record)   # adopted runs
+        units = make_units(store.root, todo, data_dir)
+        executor = executor or LocalExecutor(jobs)
+        errors = {}
+        on_event(Plan(runs=len(todo), units=len(units), epochs=sum(s[2].epochs for s in todo)))
+        for ui, outcome in executor.run([u for _, u in units], on_event, should_stop):
+            chunk = units[ui][0]
+            if isinstance(outcome, Exception):
+                for vi, r, _ in chunk:
+                    errors[(vi, r)] = str(outcome) if isinstance(outcome, FmnistError) else f"{type(outcome).__name__}: {outcome}"
+                outcome = [None] * len(chunk)
+            for (vi, r, _), result in zip(chunk, outcome):
+                # A failed unit clears its slots: an older interrupted run must not stand in for it.
+                record.variants[vi].runs[r] = result.run_id if result is not None else None
+                on_event(RunDone(variant=vi, repeat=r, status=result.status if result else Status.FAILED))
+            store.save_comparison(record)
+        record.errors = {f"{vi}:{r}": msg for (vi, r), msg in errors.items()}
+        store.save_comparison(record)
     return record
 
 
 # --- aggregation -------------------------------------------------------------------------------
-
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
 
 def stat(values) -> dict:
     """mean and sample standard deviation (ddof=1; None for a single value) over repeats."""
@@ -264,44 +237,61 @@ def stat(values) -> dict:
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
 
 
-def summarize(root: Path, record: dict, errors: dict | None = None) -> dict:
-    """The comparison as plain data: each variant with its runs and aggregated figures."""
-    errors = errors if errors is not None else record.get("errors", {})
+def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict) -> SlotSummary:
+    if run_id is None:
+        failed = f"{vi}:{r}" in errors
+        return SlotSummary(run_id=None, repeat=r, status=Status.FAILED if failed else Status.MISSING,
+                           message=errors.get(f"{vi}:{r}"))
+    run_dir = store.root / run_id
+    if not run_dir.is_dir():
+        return SlotSummary(run_id=run_id, repeat=r, status=Status.MISSING,
+                           message="its run folder is gone (removed, or never written)")
+    info = store.load_run(run_dir)
+    return SlotSummary(run_id=run_id, repeat=r, seed=info.config.seed if info.config else None,
+                       status=info.status, message=info.reason or info.get("message"),
+                       best_epoch=info.get("best_epoch"), best_val_accuracy=info.get("best_val_accuracy"),
+                       seconds=info.get("seconds"), group_size=info.get("group_size", 1),
+                       history=info.history if info.status != Status.BROKEN else None)
+
+
+def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
+    """The comparison as a record: each variant with its runs and the figures over its usable seeds."""
     variants = []
-    for vi, variant in enumerate(record["variants"]):
-        run_infos = []
-        for r, run_id in enumerate(variant["runs"]):
-            if run_id is None:
-                run_infos.append({"run_id": None, "repeat": r, "status": "failed" if f"{vi}:{r}" in errors else "missing",
-                                  "message": errors.get(f"{vi}:{r}"), "history": None})
-                continue
-            info = runs.load_run(root / run_id)
-            run_infos.append({"run_id": run_id, "repeat": r, "seed": (info.get("config") or {}).get("seed"),
-                              "status": info["status"], "message": info.get("message"),
-                              "best_epoch": info.get("best_epoch"),
-                              "best_val_accuracy": info.get("best_val_accuracy"),
-                              "seconds": info.get("seconds"), "group_size": info.get("group_size") or 1,
-                              "history": info.get("history")})
-        variants.append({"label": variant["label"], "settings": variant["settings"], "runs": run_infos,
-                         "status": _variant_status(run_infos), "aggregate": aggregate(run_infos)})
-    ok = [v for v in variants if v["aggregate"]["best_val_accuracy"]["mean"] is not None
-          and v["status"] in ("completed", "interrupted")]
-    best = max(ok, key=lambda v: v["aggregate"]["best_val_accuracy"]["mean"])["label"] if ok else None
-    return {"comparison_id": record["id"], "created": record.get("created"), "repeats": record["repeats"],
-            "base": record["base"], "variants": variants, "best_variant": best}
+    for vi, variant in enumerate(record.variants):
+        slot_list = [_slot(store, vi, r, run_id, record.errors) for r, run_id in enumerate(variant.runs)]
+        agg = aggregate(slot_list)
+        variants.append(VariantSummary(label=variant.label, settings=variant.settings, runs=slot_list,
+                                       status=_variant_status(slot_list), n=agg["n"], of=record.repeats,
+                                       aggregate=agg))
+    ok = [v for v in variants if v.aggregate["best_val_accuracy"]["mean"] is not None
+          and v.status in (Status.COMPLETED, Status.INCOMPLETE)]
+    best = max(ok, key=lambda v: v.aggregate["best_val_accuracy"]["mean"]).label if ok else None
+    complete = all(v.status in FINISHED for v in variants)
+    return ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
+                             base=record.base, variants=variants, best_variant=best,
+                             status=Status.COMPLETED if complete else Status.INCOMPLETE)
 
 
-def _variant_status(run_infos) -> str:
-    statuses = {r["status"] for r in run_infos}
-    for s in ("failed", "crashed", "broken", "diverged", "interrupted", "running", "missing"):
-        if s in statuses:
-            return s
-    return "completed"
+def _variant_status(slot_list: list[SlotSummary]) -> Status:
+    """completed; diverged when a seed diverged and the rest completed (a result, not a gap);
+    running while a seed trains; else incomplete: a seed is missing, broken, failed, crashed or
+    interrupted, and `--resume` will fill it."""
+    statuses = {s.status for s in slot_list}
+    if statuses <= {Status.COMPLETED}:
+        return Status.COMPLETED
+    if statuses <= set(FINISHED):
+        return Status.DIVERGED
+    if Status.RUNNING in statuses:
+        return Status.RUNNING
+    return Status.INCOMPLETE
 
 
-def aggregate(run_infos: list[dict]) -> dict:
-    usable = [r for r in run_infos if r.get("history") and r["history"].get("loss")]
-    histories = [r["history"] for r in usable]
+def aggregate(slot_list: list[SlotSummary]) -> dict:
+    """Figures over the seeds with a usable history (n of them): a diverged seed counts with the
+    epochs it finished, an interrupted one with its finished epochs, a broken or missing one not at all."""
+    usable = [s for s in slot_list if s.history and s.history.get("loss")
+              and s.status not in (Status.BROKEN, Status.MISSING, Status.RUNNING)]
+    histories = [s.history for s in usable]
     epochs = max((len(h["loss"]) for h in histories), default=0)
     per_epoch = {m: {"mean": [], "std": [], "n": []} for m in METRICS}
     for e in range(epochs):
@@ -313,10 +303,10 @@ def aggregate(run_infos: list[dict]) -> dict:
     # others), so that ± is spread over seeds like every other column.
     # Runs stepped together in one program share each epoch's wall time: each is charged its share.
     secs = []
-    for r in usable:
-        timed = r["history"].get("seconds", [])[1:] or r["history"].get("seconds", [])
+    for s in usable:
+        timed = s.history.get("seconds", [])[1:] or s.history.get("seconds", [])
         if timed:
-            secs.append(sum(timed) / len(timed) / (r.get("group_size") or 1))
+            secs.append(sum(timed) / len(timed) / (s.group_size or 1))
     best_idx = [max(range(len(h["val_accuracy"])), key=lambda i: h["val_accuracy"][i]) for h in histories]
     return {
         "n": len(histories),
@@ -329,13 +319,13 @@ def aggregate(run_infos: list[dict]) -> dict:
     }
 
 
-def csv_rows(summary: dict) -> list[dict]:
+def csv_rows(summary: ComparisonSummary) -> list[dict]:
     rows = []
-    for v in summary["variants"]:
-        pe = v["aggregate"]["per_epoch"]
-        for e in range(v["aggregate"]["epochs"]):
-            row = {"comparison": summary["comparison_id"], "variant": v["label"], "epoch": e + 1,
-                   "n": pe["loss"]["n"][e]}
+    for v in summary.variants:
+        pe = v.aggregate["per_epoch"]
+        for e in range(v.aggregate["epochs"]):
+            row = {"comparison": summary.comparison_id, "variant": v.label, "epoch": e + 1,
+                   "n": pe["loss"]["n"][e], "of": v.of}
             for m in METRICS:
                 row[f"{m}_mean"] = pe[m]["mean"][e]
                 row[f"{m}_std"] = pe[m]["std"][e]
@@ -343,14 +333,14 @@ def csv_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def write_csv(summary: dict, path: Path) -> None:
+def write_csv(summary: ComparisonSummary, path: Path) -> None:
     import csv
     import io
 
     buf = io.StringIO()
-    fields = ["comparison", "variant", "epoch", "n"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    fields = ["comparison", "variant", "epoch", "n", "of"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in csv_rows(summary):
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    runs.atomic_write_text(Path(path).expanduser(), buf.getvalue())
+    atomic_write_text(Path(path).expanduser(), buf.getvalue())

@@ -122,6 +122,14 @@ def parse_optimizer(text: str, learning_rate: float | None = None, momentum: flo
 
 
 def _validate_optimizer(spec: OptimizerSpec) -> None:
+    if not isinstance(spec.name, str) or spec.name not in OPTIMIZERS:
+        raise UsageError(f"Unknown optimizer {spec.name!r}. Choose one of: {', '.join(OPTIMIZERS)}.")
+    for key in ("learning_rate", "momentum"):
+        value = getattr(spec, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UsageError(f"The optimizer's {key} must be a number, not {value!r}.")
+    if spec.nesterov is not None and not isinstance(spec.nesterov, bool):
+        raise UsageError(f"The optimizer's nesterov must be true or false, not {spec.nesterov!r}.")
     lr = spec.learning_rate
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UsageError(f"The learning rate must be a positive number, not {lr}.")
@@ -155,6 +163,8 @@ def parse_hidden(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
 
 
 def parse_activation(text: str) -> str:
+    if not isinstance(text, str):
+        raise UsageError(f"Unknown activation {text!r}. Choose one of: {', '.join(ACTIVATIONS)}.")
     name = (text or "").strip().lower().replace("-", "_")
     if name not in ACTIVATIONS:
         raise UsageError(f"Unknown activation {text!r}. Choose one of: {', '.join(ACTIVATIONS)}.")
@@ -200,6 +210,10 @@ class RunConfig:
             (self.early_stopping is None or (isinstance(self.early_stopping, int) and self.early_stopping >= 1), "--early-stopping takes a patience of at least 1 epoch"),
             (self.backend in BACKENDS, f"--backend must be one of: {', '.join(BACKENDS)}"),
             (self.engine in ENGINES, f"--engine must be one of: {', '.join(ENGINES)}"),
+            (all(v is None or isinstance(v, str) for v in (self.name, self.comparison, self.variant)),
+             "name, comparison and variant must be text"),
+            (self.repeat is None or (isinstance(self.repeat, int) and self.repeat >= 0),
+             "repeat must be a whole number from 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -242,18 +256,35 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        """Rebuild from config.json; unknown keys (from newer versions) are ignored, values re-validated."""
+        """Rebuild from config.json; unknown keys (from newer versions) are ignored, values re-validated.
+        Any fault, of type or of value, is a UsageError saying what is wrong."""
         if not isinstance(data, dict):
-            raise ValueError("config is not a JSON object")
+            raise UsageError("the config is not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         opt = kwargs.get("optimizer", {})
         if isinstance(opt, dict):
             opt_known = {f.name for f in dataclasses.fields(OptimizerSpec)}
             kwargs["optimizer"] = OptimizerSpec(**{k: v for k, v in opt.items() if k in opt_known})
+        elif not isinstance(opt, str):
+            raise UsageError(f"the optimizer is {opt!r}, not a name or an object")
         if "hidden" in kwargs:
+            if not isinstance(kwargs["hidden"], list):
+                raise UsageError(f"hidden is {kwargs['hidden']!r}, not a list of layer sizes")
             kwargs["hidden"] = tuple(kwargs["hidden"])
-        return cls(**kwargs).validate()
+        try:
+            return cls(**kwargs).validate()
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as err:  # a belt to the checks' braces
+            raise UsageError(f"the config does not validate ({type(err).__name__}: {err})") from None
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes).validate()
+
+
+def config_problem(data) -> str | None:
+    """Why a stored config cannot rebuild a run (one clause, no final stop), or None when it can."""
+    try:
+        RunConfig.from_dict(data)
+    except UsageError as err:
+        return str(err).rstrip(".")
+    return None

@@ -25,6 +25,18 @@ class RunNotFound(FmnistError):
     exit_code = 2
 
 
+class BrokenRecord(FmnistError):
+    """A run or comparison the user named is damaged (a hand edit, a crash, a full disk)."""
+
+    exit_code = 2
+
+
+class Busy(FmnistError):
+    """Another process is training what this command would change (a comparison being resumed)."""
+
+    exit_code = 2
+
+
 class StorageError(FmnistError):
     """The runs directory cannot be written (permissions, disk full) or a run file is unreadable."""
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import data, runs
-from .config import RunConfig
-from .errors import StorageError, UsageError
+from . import data
+from .errors import BrokenRecord, StorageError, UsageError
+from .store import RunStore, now
 
 
 SPLITS = ("val", "test")
@@ -18,14 +18,12 @@ def check_split(split: str) -> str:
     return split
 
 
-def evaluate(run_dir: Path, split: str = "val", data_dir=None, backend_name: str | None = None,
-             store: bool = True) -> dict:
+def evaluate(store: RunStore, run_dir: Path, split: str = "val", data_dir=None, backend_name: str | None = None,
+             keep: bool = True) -> dict:
+    """Score the run's model. With `keep`, the result is stored in run.json too; a result that cannot
+    be stored (a read-only or full disk) is still returned, with `stored` false and `store_error` why."""
     check_split(split)
-    try:
-        config = RunConfig.from_dict(runs.read_json(run_dir / "config.json"))
-    except (OSError, ValueError, TypeError, UsageError) as err:
-        raise StorageError(f"{run_dir / 'config.json'} is missing or unreadable ({err}); "
-                           "this run cannot be rebuilt.") from None
+    config = store.read_config(run_dir)
     from . import backend
 
     backend.configure(backend_name)
@@ -37,7 +35,7 @@ def evaluate(run_dir: Path, split: str = "val", data_dir=None, backend_name: str
         x, y = data.scale(dataset.x_train[idx]), dataset.y_train[idx]
     else:
         x, y = data.scale(dataset.x_test), dataset.y_test
-    model = runs.load_model(run_dir)
+    model = store.load_model(run_dir)
     import numpy as np
     from sklearn.metrics import confusion_matrix
 
@@ -47,8 +45,8 @@ def evaluate(run_dir: Path, split: str = "val", data_dir=None, backend_name: str
         loss, accuracy = model.evaluate(x, y, batch_size=1024, verbose=0)
         predicted = np.argmax(model.predict(x, batch_size=1024, verbose=0), axis=-1)
     except Exception as err:  # a foreign model with other shapes fails here
-        raise StorageError(f"The model in {run_dir} does not take 28x28 images with 10 classes "
-                           f"({type(err).__name__}); it is not an fmnist model.") from None
+        raise BrokenRecord(f"The model in {run_dir} does not take 28x28 images with 10 classes "
+                           f"({type(err).__name__}): it is not an fmnist model.") from None
     matrix = confusion_matrix(y, predicted, labels=list(range(len(data.CLASS_NAMES))))
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
     result = {
@@ -57,8 +55,13 @@ def evaluate(run_dir: Path, split: str = "val", data_dir=None, backend_name: str
         "per_class": [{"class": name, "accuracy": float(a), "n": int(c)}
                       for name, a, c in zip(data.CLASS_NAMES, per_class, matrix.sum(axis=1))],
         "confusion_matrix": matrix.tolist(), "classes": list(data.CLASS_NAMES),
-        "evaluated": runs.now(),
+        "evaluated": now(),
+        "stored": False, "store_error": None,
     }
-    if store:
-        runs.record_evaluation(run_dir, split, result)
+    if keep:
+        try:
+            store.record_evaluation(run_dir, split, result)
+            result["stored"] = True
+        except (StorageError, BrokenRecord) as err:   # the numbers are worth having all the same
+            result["store_error"] = str(err)
     return result

@@ -60,3 +60,12 @@ def trained(tmp_path_factory) -> Path:
     result = invoke("train", *TINY, "--runs-dir", root, "--json")
     assert result.exit_code == 0, result.output
     return Path(json.loads(result.stdout)["run_dir"])
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """The engine, backend set-up and data swapped for fakes (tests/fakes.py): store, compare, resume
+    and CLI behaviour in milliseconds. Returns the engine, to make it fail or stop."""
+    import fakes
+
+    return fakes.install(monkeypatch)

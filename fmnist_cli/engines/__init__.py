@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+from ..records import METRICS, Status
+
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Outcome:
     """What an engine hands back for one run."""
 
     history: dict[str, list[float]]
-    status: str                 # completed | interrupted | diverged
+    status: Status              # completed | interrupted | diverged
     best_epoch: int | None      # 1-based, by val_accuracy; None when no epoch finished
     stopped_early: bool = False
     model: Any = None           # a compiled Keras model holding the weights to save
@@ -41,13 +42,13 @@ class EpochTracker:
     best_value: float = -math.inf
     wait: int = 0
     done: bool = False
-    status: str = "completed"
+    status: Status = Status.COMPLETED
     stopped_early: bool = False
 
     def add(self, metrics: dict[str, float], seconds: float) -> tuple[bool, bool]:
         """Record one finished epoch. Returns (is_best, keep_going)."""
         if exploded(metrics["loss"]) or exploded(metrics["val_loss"]):
-            self.status, self.done = "diverged", True
+            self.status, self.done = Status.DIVERGED, True
             return False, False
         for key in METRICS:
             self.history[key].append(float(metrics[key]))

@@ -11,6 +11,7 @@ import functools
 import math
 import time
 
+from ..records import METRICS, EpochEnd, EpochStart, Status, Step
 from . import EpochTracker, Outcome, divergence_hint, exploded
 
 UPDATES_PER_EPOCH = 10
@@ -38,7 +39,7 @@ def _train_one(member, config, split, on_event, should_stop) -> Outcome:
     model.fit(split.x_train, split.y_train, batch_size=config.batch_size, epochs=config.epochs,
               validation_data=(split.x_val, split.y_val), shuffle=True, verbose=0, callbacks=[recorder])
 
-    status = recorder.aborted or "completed"
+    status = recorder.aborted or Status.COMPLETED
     # The saved model is the best epoch's when early stopping is on (Keras's restore_best_weights),
     # else the last finished epoch's; a part-epoch's weights are never kept.
     keep = recorder.best_weights if config.early_stopping else recorder.last_weights
@@ -46,7 +47,7 @@ def _train_one(member, config, split, on_event, should_stop) -> Outcome:
         model.set_weights(keep)
     return Outcome(history=tracker.history, status=status, best_epoch=tracker.best_epoch,
                    stopped_early=tracker.stopped_early, model=model if keep is not None else None,
-                   message=divergence_hint(config) if status == "diverged" else None)
+                   message=divergence_hint(config) if status == Status.DIVERGED else None)
 
 
 @functools.cache
@@ -70,41 +71,39 @@ def _recorder_class():
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t_epoch = time.perf_counter()
-            self.on_event({"type": "epoch_start", "member": self.member, "epoch": epoch + 1,
-                           "steps": self.steps})
+            self.on_event(EpochStart(member=self.member, epoch=epoch + 1, steps=self.steps))
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
             if loss is not None and exploded(float(loss)):
-                self.aborted = "diverged"
+                self.aborted = Status.DIVERGED
                 self.model.stop_training = True
             elif self.should_stop():
-                self.aborted = "interrupted"
+                self.aborted = Status.INTERRUPTED
                 self.model.stop_training = True
             else:
-                self.on_event({"type": "step", "member": self.member, "step": min(batch + 1, self.steps),
-                               "steps": self.steps})
+                self.on_event(Step(member=self.member, step=min(batch + 1, self.steps), steps=self.steps))
 
         def on_epoch_end(self, epoch, logs=None):
             if self.aborted:
                 return  # a part-epoch: its numbers would be misleading, so it is dropped
             seconds = time.perf_counter() - self.t_epoch
-            metrics = {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+            metrics = {k: float(logs[k]) for k in METRICS}
             is_best, keep_going = self.tracker.add(metrics, seconds)
-            if self.tracker.status == "diverged":
-                self.aborted = "diverged"
+            if self.tracker.status == Status.DIVERGED:
+                self.aborted = Status.DIVERGED
                 self.model.stop_training = True
                 return
             self.last_weights = self.model.get_weights()
             if is_best:
                 self.best_weights = self.last_weights
-            self.on_event({"type": "epoch", "member": self.member, "epoch": epoch + 1, **metrics,
-                           "seconds": seconds, "is_best": is_best})
+            self.on_event(EpochEnd(member=self.member, epoch=epoch + 1, **metrics, seconds=seconds,
+                                   is_best=is_best))
             if not keep_going:
                 self.model.stop_training = True
             # After the last epoch there is nothing to stop.
             elif self.should_stop() and epoch + 1 < self.config.epochs:
-                self.aborted = "interrupted"
+                self.aborted = Status.INTERRUPTED
                 self.model.stop_training = True
 
     return Recorder

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from ..records import EpochEnd, EpochStart, Status, Step
 from . import EpochTracker, Outcome, divergence_hint
 
 
@@ -143,7 +144,7 @@ def _run_epochs(configs, split, states, run_epoch, evaluate, trackers, steps, on
             interrupted = True
             break
         for k in active:
-            on_event({"type": "epoch_start", "member": k, "epoch": epoch, "steps": steps})
+            on_event(EpochStart(member=k, epoch=epoch, steps=steps))
         t0 = time.perf_counter()
         carry, train_loss, train_acc = run_epoch(carry, seeds, np.int32(epoch), XS, YS)
         val = evaluate(carry, XV, YV)
@@ -153,14 +154,13 @@ def _run_epochs(configs, split, states, run_epoch, evaluate, trackers, steps, on
             metrics = {"loss": float(train_loss[k]), "accuracy": float(train_acc[k]),
                        "val_loss": float(val[k, 0]), "val_accuracy": float(val[k, 1])}
             is_best, _ = trackers[k].add(metrics, seconds)
-            if trackers[k].status == "diverged":
+            if trackers[k].status == Status.DIVERGED:
                 continue
             last[k] = carry[k]
             if is_best:
                 best[k] = carry[k]
-            on_event({"type": "step", "member": k, "step": steps, "steps": steps})
-            on_event({"type": "epoch", "member": k, "epoch": epoch, **metrics, "seconds": seconds,
-                      "is_best": is_best})
+            on_event(Step(member=k, step=steps, steps=steps))
+            on_event(EpochEnd(member=k, epoch=epoch, **metrics, seconds=seconds, is_best=is_best))
     return last, best, interrupted
 
 
@@ -168,14 +168,14 @@ def _outcomes(configs, models, optimizers, trackers, last, best, interrupted) ->
     outcomes = []
     for k, config in enumerate(configs):
         tracker = trackers[k]
-        status = tracker.status if tracker.status == "diverged" else (
-            "interrupted" if interrupted and not tracker.done and len(tracker.history["loss"]) < config.epochs
-            else "completed")
+        status = tracker.status if tracker.status == Status.DIVERGED else (
+            Status.INTERRUPTED if interrupted and not tracker.done and len(tracker.history["loss"]) < config.epochs
+            else Status.COMPLETED)
         keep = best[k] if config.early_stopping else last[k]
         model = _materialize(models[k], optimizers[k], keep) if keep is not None else None
         outcomes.append(Outcome(history=tracker.history, status=status, best_epoch=tracker.best_epoch,
                                 stopped_early=tracker.stopped_early, model=model,
-                                message=divergence_hint(config) if status == "diverged" else None))
+                                message=divergence_hint(config) if status == Status.DIVERGED else None))
     return outcomes
 
 

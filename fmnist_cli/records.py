@@ -1,0 +1,489 @@
+"""Typed records: every JSON file fmnist writes and every `--json` document it prints, defined once.
+
+Each record writes itself (`to_json`) and reads itself back (`from_json`). Reading is tolerant:
+unknown keys are ignored (a newer fmnist may add some), and a value of the wrong type, a missing
+required key or an unknown name never raises; the record comes back with `broken` set to a
+one-line reason, so one damaged file can never take a listing down with it.
+
+Stdlib only: listings and `--help` must not wait for numpy, let alone TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+FORMAT = 1   # written into every stored record; bump it when a key changes meaning
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class Status(str, enum.Enum):
+    """A run's, a variant's or a comparison's state. A str, so it compares and prints as its value."""
+
+    RUNNING = "running"          # being trained (or its folder being created) by a live process
+    COMPLETED = "completed"      # every epoch asked for, or stopped early by its own rule
+    INTERRUPTED = "interrupted"  # stopped by Ctrl-C or SIGTERM; the finished epochs are kept
+    DIVERGED = "diverged"        # the loss exploded; a result (the same seed diverges again)
+    FAILED = "failed"            # an error ended it (disk full, a bad unit); the message says which
+    CRASHED = "crashed"          # marked running, but its process on this host is gone
+    BROKEN = "broken"            # a file of it is missing, damaged or hand-edited; `reason` says which
+    MISSING = "missing"          # a comparison slot with no run yet
+    INCOMPLETE = "incomplete"    # a variant or comparison whose figures cover fewer seeds than asked
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Results a resume keeps: a diverged seed would diverge again.
+FINISHED = (Status.COMPLETED, Status.DIVERGED)
+# One colour per status, for every table and the reports.
+COLORS = {Status.COMPLETED: "green", Status.INTERRUPTED: "yellow", Status.DIVERGED: "red",
+          Status.FAILED: "red", Status.CRASHED: "red", Status.BROKEN: "red", Status.RUNNING: "cyan",
+          Status.INCOMPLETE: "yellow", Status.MISSING: "yellow"}
+
+
+class Broken(ValueError):
+    """Raised inside the readers only; `from_json` turns it into a record's `broken` reason."""
+
+
+def describe(value) -> str:
+    """A short rendering of a bad value for a reason: `12345`, `'x'`, `a list`."""
+    if isinstance(value, (list, dict)):
+        return f"a {'list' if isinstance(value, list) else 'JSON object'}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- the generic reader ---------------------------------------------------------------------------
+
+def _convert(value, hint, where: str):
+    """`value` read as type `hint` (the dataclass annotation), or Broken saying what is wrong."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if hint is Any:
+        return value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except (ValueError, TypeError):
+            raise Broken(f"{where} is {describe(value)}, not one of: "
+                         f"{', '.join(m.value for m in hint)}") from None
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        rec = hint.from_json(value)
+        if rec.broken:
+            raise Broken(f"{where}: {rec.broken}")
+        return rec
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise Broken(f"{where} should be true or false, not {describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Broken(f"{where} should be a whole number, not {describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Broken(f"{where} should be a number, not {describe(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise Broken(f"{where} should be text, not {describe(value)}")
+        return value
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            raise Broken(f"{where} should be a list, not {describe(value)}")
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise Broken(f"{where} should be a JSON object, not {describe(value)}")
+        if not args:
+            return value
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    raise TypeError(f"no reader for {hint!r}")   # a programming error, caught by the tests
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+class Record:
+    """Mixin for the stored and printed records: `to_json`, tolerant `from_json`, a `broken` reason."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    STORED: ClassVar[bool] = True     # stored records carry `format`; printed-only ones need not
+
+    def to_json(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "broken":
+                continue
+            out[f.name] = _plain(getattr(self, f.name))
+        return out
+
+    @classmethod
+    def from_json(cls, data, **fallback):
+        """Never raises: a bad record comes back with `broken` set; `fallback` fills keys (the id
+        from a folder name, say) so that a broken record can still be listed and removed."""
+        if not isinstance(data, dict):
+            return cls(**fallback, broken=f"not a JSON object ({describe(data)})")
+        hints = _hints(cls)
+        kwargs, problems = dict(fallback), []
+        for f in dataclasses.fields(cls):
+            if f.name == "broken" or f.name not in data:
+                if f.name in cls.REQUIRED and f.name not in data:
+                    problems.append(f"{f.name} is missing")
+                continue
+            try:
+                kwargs[f.name] = _convert(data[f.name], hints[f.name], f.name)
+            except Broken as err:
+                problems.append(str(err))
+        record = cls(**kwargs)
+        if not problems:
+            try:
+                record.check()
+            except Broken as err:
+                problems.append(str(err))
+        if problems:
+            record.broken = problems[0]
+        return record
+
+    def check(self) -> None:
+        """Checks across fields; raise Broken."""
+
+
+def _plain(value):
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- history --------------------------------------------------------------------------------------
+
+def check_history(data) -> dict:
+    """history.json: per-epoch lists of the four metrics (and `seconds`), all of one length.
+    Returns it with floats; raises Broken."""
+    if not isinstance(data, dict):
+        raise Broken(f"history is {describe(data)}, not a JSON object")
+    out = {}
+    for key in (*METRICS, "seconds"):
+        values = data.get(key, [] if key == "seconds" else None)
+        if not isinstance(values, list):
+            raise Broken(f"history '{key}' is missing or not a list")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise Broken(f"history '{key}' holds {describe(v)}, not a number")
+        out[key] = [float(v) for v in values]
+    lengths = {len(out[k]) for k in METRICS}
+    if len(lengths) != 1:
+        raise Broken("history lists have different lengths")
+    if out["seconds"] and len(out["seconds"]) != len(out["loss"]):
+        raise Broken("history 'seconds' has a different length")
+    return out
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class Evaluation(Record):
+    """One stored evaluation of a run on a split."""
+
+    loss: float | None = None
+    accuracy: float | None = None
+    evaluated: str | None = None   # ISO time
+    n: int | None = None           # images scored
+    broken: str | None = None
+
+
+@dataclass(kw_only=True)
+class RunRecord(Record):
+    """run.json: status, timings, versions, device, best epoch, evaluations."""
+
+    REQUIRED: ClassVar = ("id", "status")
+
+    id: str = ""
+    status: Status = Status.RUNNING
+    created: str | None = None          # ISO time the folder was made
+    pid: int | None = None              # the training process, to tell `running` from `crashed`
+    host: str | None = None
+    comparison: str | None = None       # id of the comparison it belongs to
+    started: str | None = None
+    versions: dict[str, Any] | None = None
+    group_size: int | None = None       # runs trained in one program with it (time is shared)
+    engine: str | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    data_dir: str | None = None
+    finished: str | None = None
+    seconds: float | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None       # 1-based, by val_accuracy
+    best_val_accuracy: float | None = None
+    final: dict[str, float] | None = None
+    stopped_early: bool | None = None
+    message: str | None = None          # why it failed, diverged or was interrupted
+    model_epoch: int | None = None      # the epoch whose weights model.keras holds
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    format: int = FORMAT
+    broken: str | None = None
+
+    def check(self) -> None:
+        if self.status in (Status.MISSING, Status.INCOMPLETE, Status.BROKEN, Status.CRASHED):
+            raise Broken(f"'status' is {self.status.value!r}, which a run never stores")
+
+
+@dataclass(kw_only=True)
+class RunInfo(Record):
+    """Everything known about one run, as listings show it: `fmnist runs --json` prints these
+    (without the history). Built by the store from the run's files; never raises."""
+
+    STORED: ClassVar = False
+
+    id: str
+    run_dir: str
+    status: Status                      # the effective one: `crashed` and `broken` are worked out
+    record: RunRecord | None = None
+    config: Any = None                  # a RunConfig, or None when config.json is unusable
+    history: dict | None = None
+    model_path: str | None = None
+    reason: str | None = None           # why the run is broken
+    broken: str | None = None
+
+    @property
+    def created(self) -> str:
+        return (self.record.created if self.record else None) or ""
+
+    def get(self, key, default=None):
+        """A run.json field (best_val_accuracy, seconds, ...) or `default`."""
+        value = getattr(self.record, key, None) if self.record else None
+        return default if value is None else value
+
+    def to_json(self, history: bool = False) -> dict:
+        record = self.record or RunRecord(id=self.id)
+        fields = {k: v for k, v in record.to_json().items() if k not in ("id", "status", "format")}
+        out = {"id": self.id, "run_dir": self.run_dir, "status": self.status.value, **fields,
+               "config": self.config.to_dict() if self.config is not None else None,
+               "model_path": self.model_path, "reason": self.reason}
+        if history:
+            out["history"] = self.history
+        return out
+
+
+@dataclass(kw_only=True)
+class RunResult(Record):
+    """What `fmnist train --json` prints: the run's summary after training."""
+
+    STORED: ClassVar = False
+
+    run_id: str
+    run_dir: str
+    model_path: str | None
+    config: dict
+    history: dict
+    status: Status
+    finished: str | None = None
+    seconds: float | None = None
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    best_val_accuracy: float | None = None
+    final: dict[str, float] | None = None
+    stopped_early: bool = False
+    message: str | None = None
+    model_epoch: int | None = None
+    broken: str | None = None
+
+
+# --- comparisons ----------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class VariantSpec(Record):
+    """One variant of a comparison record: what it varies, its full config and its run per seed."""
+
+    REQUIRED: ClassVar = ("label", "config", "runs")
+
+    label: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)   # a RunConfig's JSON; checked on reading
+    runs: list[str | None] = field(default_factory=list)   # run id of each repeat, None until trained
+    broken: str | None = None
+
+    def check(self) -> None:
+        from .config import config_problem
+
+        problem = config_problem(self.config)
+        if problem:
+            raise Broken(f"variant {self.label!r} has an unusable config ({problem})")
+
+    @property
+    def run_config(self):
+        from .config import RunConfig
+
+        return RunConfig.from_dict(self.config)
+
+
+@dataclass(kw_only=True)
+class ComparisonRecord(Record):
+    """runs/comparisons/<id>.json: the spec (base config, variants, repeats) and each slot's run."""
+
+    REQUIRED: ClassVar = ("id", "repeats", "variants")
+
+    id: str = ""
+    created: str | None = None
+    argv: list[str] = field(default_factory=list)
+    base: dict[str, Any] = field(default_factory=dict)
+    repeats: int = 0
+    variants: list[VariantSpec] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)   # "variant:repeat" -> why its unit failed
+    format: int = FORMAT
+    broken: str | None = None
+
+    def check(self) -> None:
+        if not 1 <= self.repeats <= 100:
+            raise Broken(f"'repeats' is {self.repeats}, not from 1 to 100")
+        if not self.variants:
+            raise Broken("it has no variants")
+        for v in self.variants:
+            if len(v.runs) != self.repeats:
+                raise Broken(f"variant {v.label!r} has {len(v.runs)} run slots for {self.repeats} repeats")
+        labels = [v.label for v in self.variants]
+        if len(set(labels)) != len(labels):
+            raise Broken("two variants have the same label")
+
+    @property
+    def labels(self) -> list[str]:
+        return [v.label for v in self.variants]
+
+    def listing(self) -> dict:
+        """The line `fmnist compare --list --json` prints."""
+        return {"id": self.id, "created": self.created, "repeats": self.repeats or None,
+                "variants": self.labels, "status": Status.BROKEN.value if self.broken else None,
+                "reason": self.broken}
+
+
+@dataclass(kw_only=True)
+class SlotSummary(Record):
+    """One (variant, repeat) slot as `compare --show --json` prints it."""
+
+    STORED: ClassVar = False
+
+    run_id: str | None
+    repeat: int
+    status: Status
+    seed: int | None = None
+    message: str | None = None          # a failure or divergence message, or why it is broken
+    best_epoch: int | None = None
+    best_val_accuracy: float | None = None
+    seconds: float | None = None
+    group_size: int = 1
+    history: dict | None = None
+    broken: str | None = None
+
+
+@dataclass(kw_only=True)
+class VariantSummary(Record):
+    """A variant's runs and the figures aggregated over them: `n` of `of` seeds are covered."""
+
+    STORED: ClassVar = False
+
+    label: str
+    settings: dict
+    runs: list[SlotSummary]
+    status: Status
+    n: int            # seeds the figures cover
+    of: int           # seeds asked for
+    aggregate: dict   # per_epoch, final, best_val_accuracy, best_epoch, seconds_per_epoch (mean/std/n)
+    broken: str | None = None
+
+
+@dataclass(kw_only=True)
+class ComparisonSummary(Record):
+    """What `fmnist compare --json` and `--show --json` print."""
+
+    STORED: ClassVar = False
+
+    comparison_id: str
+    created: str | None
+    repeats: int
+    base: dict
+    variants: list[VariantSummary]
+    best_variant: str | None
+    status: Status     # completed, or incomplete when a slot is missing, broken, failed or interrupted
+    broken: str | None = None
+
+    @property
+    def incomplete(self) -> list[VariantSummary]:
+        return [v for v in self.variants if v.status == Status.INCOMPLETE]
+
+
+# --- progress events ------------------------------------------------------------------------------
+# Engines and executors report progress with these; displays draw them. Per-run events carry the
+# engine's `member` index, and training adds which run, variant and repeat that is.
+
+@dataclass
+class Event:
+    pass
+
+
+@dataclass
+class Plan(Event):
+    runs: int
+    units: int
+    epochs: int
+
+
+@dataclass
+class RunEvent(Event):
+    member: int = 0
+    run_id: str | None = None
+    variant: str | None = None
+    repeat: int | None = None
+    epochs: int | None = None
+
+
+@dataclass
+class EpochStart(RunEvent):
+    epoch: int = 0
+    steps: int = 0
+
+
+@dataclass
+class Step(RunEvent):
+    step: int = 0
+    steps: int = 0
+
+
+@dataclass
+class EpochEnd(RunEvent):
+    epoch: int = 0
+    loss: float = math.nan
+    accuracy: float = math.nan
+    val_loss: float = math.nan
+    val_accuracy: float = math.nan
+    seconds: float = 0.0
+    is_best: bool = False
+
+    def metric(self, name: str) -> float:
+        return getattr(self, name)
+
+
+@dataclass
+class RunDone(Event):
+    variant: int      # index into the comparison's variants
+    repeat: int
+    status: Status

@@ -1,0 +1,555 @@
+"""The run store: the one place that creates, updates, reads, resolves, lists and removes runs and
+comparisons. Written so that a crash or a second process never leaves a half-written file, and read
+so that one damaged file never breaks a listing.
+
+    runs/<id>/config.json             the RunConfig: the whole truth about how to rebuild the run
+    runs/<id>/history.json            per-epoch metrics, Keras names
+    runs/<id>/model.keras             the trained model; plain `keras.models.load_model` opens it
+    runs/<id>/run.json                a RunRecord: status, timings, versions, best epoch, evaluations
+    runs/comparisons/<id>.json        a ComparisonRecord: the spec and the run of each slot
+    runs/comparisons/.<id>.lock       held while a process trains the comparison
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .config import RunConfig
+from .errors import BrokenRecord, Busy, RunNotFound, StorageError, UsageError
+from .records import FINISHED, Broken, ComparisonRecord, RunInfo, RunRecord, Status, check_history
+
+COMPARISONS = "comparisons"   # sub-folder of the runs dir that holds comparison records
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+STALE_SECONDS = 60            # a temporary file this old belongs to a write that will never finish
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def storage_error(err: OSError, path: Path) -> StorageError:
+    if err.errno == errno.ENOSPC:
+        why = "the disk is full; free some space and run again"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "permission denied; choose another folder with --runs-dir or $FMNIST_RUNS_DIR"
+    elif err.errno in (errno.EEXIST, errno.ENOTDIR):
+        why = "a file is in the way where a folder should be; choose another folder with --runs-dir"
+    else:
+        why = f"{(err.strerror or str(err)).lower()}; check the path, or choose another folder with --runs-dir"
+    return StorageError(f"Cannot write {path}: {why}.")
+
+
+def atomic_write_text(path: Path, text: str, *, exclusive: bool = False) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target: readers see
+    the old file or the new one, never a part. `exclusive`: link instead of rename, so an existing
+    target is never replaced (FileExistsError), which makes claiming a new id and writing it one step."""
+    tmp = None
+    try:
+        # Not mkstemp: its files are 0600 whatever the umask. O_EXCL with mode 0666 lets the umask
+        # decide, as for any other file the user writes (a shared runs folder, a --csv file).
+        name = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        tmp = name   # ours to remove from here on
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+            tmp = None
+    except FileExistsError:
+        raise
+    except OSError as err:
+        raise storage_error(err, path) from None
+    finally:   # BaseException too: a second Ctrl-C mid-write must not leave the temporary file
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def atomic_write_json(path: Path, data, **kw) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n", **kw)
+
+
+def read_json(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _read(path: Path, what: str):
+    """(data, None) or (None, reason) for a JSON file that may be missing or damaged."""
+    try:
+        return read_json(path), None
+    except FileNotFoundError:
+        return None, f"{what} is missing"
+    except IsADirectoryError:
+        return None, f"{what} is a folder"
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"{what} cannot be read ({type(err).__name__})"
+    except ValueError:
+        size = path.stat().st_size if path.is_file() else 0
+        return None, f"{what} is {'empty' if size == 0 else 'not valid JSON'}"
+
+
+def now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def check_name(name: str | None) -> str | None:
+    """Run names become part of a folder name, so they may hold no path separators or dots up front."""
+    if name is None:
+        return None
+    if not NAME_RE.match(name):
+        raise UsageError(f"Invalid run name {name!r}: use up to 64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit.")
+    return name
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:   # 0 and negatives name process groups, not a run's process
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_leftover(name: str) -> bool:
+    return name.endswith(".tmp") or (name.startswith(".model-") and name.endswith(".keras"))
+
+
+def _stale(path: Path) -> bool:
+    try:
+        return time.time() - path.lstat().st_mtime > STALE_SECONDS
+    except OSError:
+        return False
+
+
+def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str) -> str:
+    """Runs and comparisons resolve alike: an exact id, else a unique prefix or suffix, else any unique
+    part of the id (a run's name, a time). `kind` is "run" or "comparison"."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise RunNotFound(f"The {kind} id is empty; see `{listing}` for the ids.")
+    if ref in names:
+        return ref
+    matches = [n for n in names if n.startswith(ref) or n.endswith(ref)] or [n for n in names if ref in n]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise RunNotFound(f"{ref!r} matches {len(matches)} {kind}s; give more of the id (see `{listing}`).")
+    raise RunNotFound(f"No {kind} {ref!r}; see `{listing}` for the ids, or pass --runs-dir.")
+
+
+class RunStore:
+    """All runs and comparisons under one folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+
+    @classmethod
+    def at(cls, explicit: str | os.PathLike | None = None) -> "RunStore":
+        """--runs-dir, else $FMNIST_RUNS_DIR, else ./runs."""
+        return cls(explicit or os.environ.get("FMNIST_RUNS_DIR") or "runs")
+
+    @property
+    def comparisons_dir(self) -> Path:
+        return self.root / COMPARISONS
+
+    def ensure_writable(self) -> "RunStore":
+        """Fail in a second, before TensorFlow and the data load, when runs cannot be saved."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".write-test-", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise storage_error(err, self.root) from None
+        return self
+
+    # --- runs: writing ----------------------------------------------------------------------------
+
+    def create_run(self, config: RunConfig) -> Path:
+        """A new, uniquely named run folder holding config.json and a `running` run.json, or nothing:
+        a folder whose files could not be written (disk full) is removed again. `mkdir` is atomic,
+        so two processes never get the same folder."""
+        slug = config.name or f"{config.optimizer.name}-{config.activation}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise storage_error(err, self.root) from None
+        for _ in range(100):
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
+            run_dir = self.root / run_id
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise storage_error(err, self.root) from None
+        else:
+            raise StorageError(f"Could not find a free run id in {self.root}.")
+        try:
+            atomic_write_json(run_dir / "config.json", config.to_dict())
+            record = RunRecord(id=run_id, status=Status.RUNNING, created=now(), pid=os.getpid(),
+                               host=socket.gethostname(), comparison=config.comparison)
+            atomic_write_json(run_dir / "run.json", record.to_json())
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        return run_dir
+
+    @contextlib.contextmanager
+    def _locked(self, run_dir: Path):
+        """An exclusive lock for read-modify-write of run.json (two `evaluate`s at once, say)."""
+        import fcntl
+
+        try:
+            fh = open(run_dir / ".lock", "a+")
+        except OSError as err:
+            raise storage_error(err, run_dir) from None
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def update_run(self, run_dir: Path, **fields) -> RunRecord:
+        """Set fields of run.json. A damaged run.json is rebuilt rather than blocking the write."""
+        with self._locked(run_dir):
+            record = self.read_record(run_dir)
+            if record.broken:
+                record = RunRecord(id=run_dir.name, status=record.status if record.status else Status.RUNNING)
+            record = RunRecord.from_json({**record.to_json(), **_plain_fields(fields)})
+            if record.broken:   # a programming error: never write a record we could not read back
+                raise ValueError(f"update_run({fields}): {record.broken}")
+            atomic_write_json(run_dir / "run.json", record.to_json())
+        return record
+
+    def record_evaluation(self, run_dir: Path, split: str, result: dict) -> None:
+        from .records import Evaluation
+
+        evaluation = Evaluation(**{k: result.get(k) for k in ("loss", "accuracy", "evaluated", "n")})
+        with self._locked(run_dir):
+            record = self.read_record(run_dir)
+            if record.broken:
+                raise BrokenRecord(f"Run {run_dir.name} is broken ({record.broken}), so its evaluation "
+                                   "cannot be stored.")
+            record.evaluations[split] = evaluation
+            atomic_write_json(run_dir / "run.json", record.to_json())
+
+    def save_history(self, run_dir: Path, history: dict) -> None:
+        atomic_write_json(run_dir / "history.json", history)
+
+    def save_model(self, run_dir: Path, model) -> Path:
+        """Save under a temporary .keras name (Keras insists on the suffix), then rename into place.
+        The temporary file goes on any failure, a second Ctrl-C included."""
+        target = run_dir / "model.keras"
+        tmp = run_dir / f".model-{secrets.token_hex(4)}.keras"
+        try:
+            model.save(tmp)
+            os.replace(tmp, target)
+        except OSError as err:
+            raise storage_error(err, target) from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return target
+
+    # --- runs: reading ----------------------------------------------------------------------------
+
+    def read_record(self, run_dir: Path) -> RunRecord:
+        data, reason = _read(run_dir / "run.json", "run.json")
+        if reason:
+            return RunRecord(id=run_dir.name, status=Status.RUNNING, broken=reason)
+        record = RunRecord.from_json(data, id=run_dir.name)
+        if record.broken:
+            record.broken = f"run.json: {record.broken}"
+        return record
+
+    def read_config(self, run_dir: Path) -> RunConfig:
+        """The config that rebuilds a run; a damaged one is a one-sentence error (exit 2)."""
+        data, reason = _read(run_dir / "config.json", "config.json")
+        if reason is None:
+            try:
+                return RunConfig.from_dict(data)
+            except UsageError as err:
+                reason = f"config.json is unusable ({str(err).rstrip('.')})"
+        raise BrokenRecord(f"Run {run_dir.name} cannot be rebuilt: its {reason}; remove it with "
+                           f"`fmnist runs rm {run_dir.name}`.")
+
+    def read_history(self, run_dir: Path) -> dict | None:
+        """The per-epoch history, None when there is none yet; raises Broken when it is damaged."""
+        data, reason = _read(run_dir / "history.json", "history.json")
+        if reason == "history.json is missing":
+            return None
+        if reason:
+            raise Broken(reason)
+        return check_history(data)
+
+    def load_model(self, run_dir: Path):
+        """Open a run's model with Keras's safe mode: a model file can never run code of its own."""
+        path = run_dir / "model.keras"
+        if not path.is_file():
+            info = self.load_run(run_dir)
+            raise RunNotFound(f"Run {run_dir.name} has no saved model (status: {info.status}); "
+                              "train it again or pick another run.")
+        import zipfile
+
+        if not zipfile.is_zipfile(path):   # Keras would call it "File not found", which misleads
+            raise BrokenRecord(f"{path} is not a Keras model file (not a .keras zip archive): it is damaged "
+                               "or was replaced, so train the run again.")
+        import keras
+
+        try:
+            return keras.models.load_model(path, safe_mode=True)
+        except Exception as err:  # Keras raises ValueError, OSError, zipfile errors... for a bad file
+            text = str(err).strip()
+            # Keras's first sentence only: its messages run on, and a cut mid-sentence reads as a bug.
+            detail = re.split(r"(?<=[.!?])\s", text.splitlines()[0], maxsplit=1)[0][:200] if text else "unreadable"
+            raise BrokenRecord(f"{path} could not be opened as a Keras model ({type(err).__name__}: "
+                               f"{detail.rstrip('.')}): the file is damaged, not an fmnist model, or holds "
+                               "code that safe mode refuses, so train the run again.") from None
+
+    def load_run(self, run_dir: Path) -> RunInfo:
+        """Everything known about one run. Never raises: a damaged file makes it `broken`, with why."""
+        record = self.read_record(run_dir)
+        config_data, config_reason = _read(run_dir / "config.json", "config.json")
+        config = None
+        if config_reason is None:
+            try:
+                config = RunConfig.from_dict(config_data)
+            except UsageError as err:
+                config_reason = f"config.json is unusable ({str(err).rstrip('.')})"
+        reason = record.broken or config_reason
+        history = None
+        try:
+            history = self.read_history(run_dir)
+        except Broken as err:
+            reason = reason or str(err)
+        model = run_dir / "model.keras"
+        model_path = str(model) if model.is_file() else None
+        status = record.status
+        if status == Status.RUNNING and record.host == socket.gethostname() and record.pid is not None \
+                and not pid_alive(record.pid):
+            status = Status.CRASHED
+        if not reason and history is None and (status == Status.COMPLETED or record.epochs_run):
+            reason = "history.json is missing"
+        if not reason and status == Status.COMPLETED and model_path is None and history and history["loss"]:
+            reason = "model.keras is missing"
+        if reason and not (run_dir / "config.json").exists() and not (run_dir / "run.json").exists():
+            # A folder whose start failed before its files were written; one being made right now
+            # (another process between mkdir and its first write) is young, and shown as running.
+            if not _stale(run_dir):
+                status, reason = Status.RUNNING, None
+            else:
+                reason = "an empty run folder (its start failed before anything was saved)"
+        if reason:
+            status = Status.BROKEN
+        return RunInfo(id=run_dir.name, run_dir=str(run_dir), status=status, record=None if record.broken else record,
+                       config=config, history=history, model_path=model_path, reason=reason)
+
+    def _run_dirs(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir()
+                if p.name != COMPARISONS and not p.name.startswith(".") and p.is_dir()]
+
+    def list_runs(self, comparison: str | None = None, clean: bool = True) -> list[RunInfo]:
+        """All runs, newest first. Never raises on a single bad folder. Leftovers of interrupted
+        writes in runs that are not running are removed on the way."""
+        runs = []
+        for run_dir in self._run_dirs():
+            info = self.load_run(run_dir)
+            if clean and info.status != Status.RUNNING:
+                self._clean(run_dir)
+            if comparison and (info.record is None or info.record.comparison != comparison) and \
+                    getattr(info.config, "comparison", None) != comparison:
+                continue
+            runs.append(info)
+        runs.sort(key=lambda r: (r.created, r.id), reverse=True)
+        if clean:
+            self._clean_root()
+        return runs
+
+    def _clean(self, run_dir: Path) -> None:
+        with contextlib.suppress(OSError):
+            for p in run_dir.iterdir():
+                if _is_leftover(p.name) and (p.name.startswith(".model-") or _stale(p)):
+                    p.unlink()
+
+    def _clean_root(self) -> None:
+        """Stale temporary files and the remains of removals that were themselves interrupted."""
+        for folder in (self.root, self.comparisons_dir):
+            with contextlib.suppress(OSError):
+                for p in folder.iterdir():
+                    if p.name.startswith(".trash-") and _stale(p):
+                        shutil.rmtree(p, ignore_errors=True)
+                    elif _is_leftover(p.name) and _stale(p):
+                        p.unlink()
+
+    def leftovers(self) -> list[Path]:
+        """Temporary files in runs that are not running (what `runs rm --broken` also removes)."""
+        out = []
+        for run_dir in self._run_dirs():
+            with contextlib.suppress(OSError):
+                out += [p for p in run_dir.iterdir() if _is_leftover(p.name)]
+        return out
+
+    def resolve_run(self, ref: str | None) -> Path:
+        """A run from `latest`, an id, a unique part of an id (its name, say), or a path to a run folder."""
+        if ref is not None and not ref.strip():
+            raise RunNotFound("The run id is empty; see `fmnist runs` for the ids.")
+        ref = (ref or "latest").strip()
+        if ref == "latest":
+            done = [r for r in self.list_runs() if r.status in (Status.COMPLETED, Status.INTERRUPTED) and r.model_path]
+            if not done:
+                raise RunNotFound(f"There are no finished runs in {self.root}; train one with `fmnist train`, "
+                                  "or point --runs-dir at another folder.")
+            return Path(done[0].run_dir)
+        as_path = Path(ref).expanduser()
+        if "/" in ref or os.sep in ref:
+            if as_path.is_dir():
+                if not (as_path / "config.json").is_file() and not (as_path / "run.json").is_file():
+                    raise RunNotFound(f"{ref} is not a run folder (it has no config.json).")
+                return as_path
+            raise RunNotFound(f"No run folder {ref}; see `fmnist runs` for the ids.")
+        name = resolve_ref(ref, [p.name for p in self._run_dirs()], "run", "fmnist runs")
+        return self.root / name
+
+    def remove_run(self, run_dir: Path) -> None:
+        """Remove a run at once for every reader: renamed out of sight first, then deleted."""
+        trash = self.root / f".trash-{run_dir.name}-{secrets.token_hex(3)}"
+        try:
+            os.rename(run_dir, trash)
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise storage_error(err, run_dir) from None
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # --- comparisons ------------------------------------------------------------------------------
+
+    def _comparison_path(self, cid: str) -> Path:
+        return self.comparisons_dir / f"{cid}.json"
+
+    def comparison_ids(self) -> list[str]:
+        cdir = self.comparisons_dir
+        return sorted(p.stem for p in cdir.glob("*.json") if not p.name.startswith(".")) if cdir.is_dir() else []
+
+    def new_comparison(self, record: ComparisonRecord) -> ComparisonRecord:
+        """Give the record a fresh id and write it, whole: the id is claimed by the write itself."""
+        cdir = self.comparisons_dir
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise storage_error(err, cdir) from None
+        while True:
+            record.id = f"{time.strftime('%Y%m%d-%H%M%S')}-cmp-{secrets.token_hex(2)}"
+            try:
+                atomic_write_json(self._comparison_path(record.id), record.to_json(), exclusive=True)
+                return record
+            except FileExistsError:
+                continue
+
+    def save_comparison(self, record: ComparisonRecord) -> None:
+        atomic_write_json(self._comparison_path(record.id), record.to_json())
+
+    def read_comparison(self, cid: str) -> ComparisonRecord:
+        """Never raises: a damaged record comes back with `broken` set."""
+        data, reason = _read(self._comparison_path(cid), "the record")
+        if reason:
+            return ComparisonRecord(id=cid, broken=reason)
+        record = ComparisonRecord.from_json(data, id=cid)
+        if not record.broken and record.id != cid:
+            record.broken = f"it names itself {record.id!r}, not {cid!r}"
+        return record
+
+    def resolve_comparison(self, ref: str | None) -> str:
+        ids = self.comparison_ids()
+        ref = (ref or "").strip()
+        if ref == "latest":
+            if not ids:
+                raise RunNotFound(f"There are no comparisons in {self.root}; start one with "
+                                  "`fmnist compare sgd rmsprop adam`.")
+            return ids[-1]
+        return resolve_ref(ref, ids, "comparison", "fmnist compare --list")
+
+    def load_comparison(self, ref: str | None) -> ComparisonRecord:
+        """A usable comparison record, or a one-sentence error (exit 2) for a missing or damaged one."""
+        cid = self.resolve_comparison(ref)
+        record = self.read_comparison(cid)
+        if record.broken:
+            raise BrokenRecord(f"Comparison {cid} is broken ({record.broken}); remove it with "
+                               f"`fmnist runs rm --comparison {cid}`.")
+        return record
+
+    def list_comparisons(self) -> list[ComparisonRecord]:
+        """Every comparison, newest first; damaged ones included, marked `broken`."""
+        return [self.read_comparison(cid) for cid in reversed(self.comparison_ids())]
+
+    @contextlib.contextmanager
+    def comparison_lock(self, cid: str) -> Iterator[None]:
+        """Held while a process trains a comparison, so that no slot is ever trained twice. The
+        kernel drops it when the process dies, however it dies."""
+        import fcntl
+
+        path = self.comparisons_dir / f".{cid}.lock"
+        try:
+            fh = open(path, "a+")
+        except OSError as err:
+            raise storage_error(err, path) from None
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy(f"Comparison {cid} is being trained by another fmnist process; wait for it to "
+                           f"finish, or stop it and run `fmnist compare --resume {cid}` again.") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def remove_comparison(self, cid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._comparison_path(cid).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.comparisons_dir / f".{cid}.lock").unlink()
+
+    def finished_runs_of(self, cid: str) -> dict[tuple[str, int], RunInfo]:
+        """(variant label, repeat) -> the newest finished run a comparison's slot has, whether or not
+        the record knows it: a worker can finish its run after the process that started it died."""
+        found: dict[tuple[str, int], RunInfo] = {}
+        for info in self.list_runs(comparison=cid, clean=False):
+            cfg = info.config
+            if cfg is None or info.status not in FINISHED or cfg.variant is None or cfg.repeat is None:
+                continue
+            found.setdefault((cfg.variant, cfg.repeat), info)
+        return found
+
+    def live_runs_of(self, cid: str) -> list[RunInfo]:
+        return [r for r in self.list_runs(comparison=cid, clean=False) if r.status == Status.RUNNING
+                and r.record is not None and r.record.pid not in (None, os.getpid())]
+
+
+def _plain_fields(fields: dict) -> dict:
+    from .records import _plain
+
+    return {k: _plain(v) for k, v in fields.items()}
