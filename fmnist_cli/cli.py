@@ -213,8 +213,8 @@ def evaluate(
     store = RunStore.at(runs_dir)
     run_dir = store.resolve_run(run)
     result = evaluation.evaluate(store, run_dir, split, data_dir, backend)
-    if not result["stored"]:
-        report.err.print(f"[yellow]Warning:[/] the result was not stored in the run: {result['store_error']}",
+    if not result.stored:
+        report.err.print(f"[yellow]Warning:[/] the result was not stored in the run: {result.store_error}",
                          highlight=False, soft_wrap=True)
     if json_out:
         report.print_json(result)
@@ -382,6 +382,7 @@ def compare(
     """
     from . import compare as cmp
     from . import report, training
+    from .records import Status
     from .store import RunStore
 
     store = RunStore.at(runs_dir)
@@ -452,9 +453,10 @@ def compare(
         if stop():
             status = 130
     summary_data = cmp.summarize(store, record)
-    usable = [v for v in summary_data.variants if v.n > 0 and v.status != "diverged"]
-    if not status and not show and (record.errors or not usable):
-        status = 1   # a comparison with a failed unit, or with no usable variant, is not a success
+    usable = [v for v in summary_data.variants if v.n > 0 and v.status != Status.DIVERGED]
+    failed = any(slot.status == Status.FAILED for v in summary_data.variants for slot in v.runs)
+    if not status and not show and (failed or not usable):
+        status = 1   # a comparison with a failed run, or with no usable variant, is not a success
     if plot:
         _atomic_plot(summary_data, plot)
     if csv_path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from . import data
 from .errors import BrokenRecord, StorageError, UsageError
+from .records import EvaluationResult
 from .store import RunStore, now
 
 
@@ -19,7 +20,7 @@ def check_split(split: str) -> str:
 
 
 def evaluate(store: RunStore, run_dir: Path, split: str = "val", data_dir=None, backend_name: str | None = None,
-             keep: bool = True) -> dict:
+             keep: bool = True) -> EvaluationResult:
     """Score the run's model. With `keep`, the result is stored in run.json too; a result that cannot
     be stored (a read-only or full disk) is still returned, with `stored` false and `store_error` why."""
     check_split(split)
@@ -49,19 +50,16 @@ def evaluate(store: RunStore, run_dir: Path, split: str = "val", data_dir=None, 
                            f"({type(err).__name__}): it is not an fmnist model.") from None
     matrix = confusion_matrix(y, predicted, labels=list(range(len(data.CLASS_NAMES))))
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
-    result = {
-        "run_id": run_dir.name, "run_dir": str(run_dir), "split": split, "n": int(len(y)),
-        "loss": float(loss), "accuracy": float(accuracy),
-        "per_class": [{"class": name, "accuracy": float(a), "n": int(c)}
-                      for name, a, c in zip(data.CLASS_NAMES, per_class, matrix.sum(axis=1))],
-        "confusion_matrix": matrix.tolist(), "classes": list(data.CLASS_NAMES),
-        "evaluated": now(),
-        "stored": False, "store_error": None,
-    }
+    result = EvaluationResult(
+        run_id=run_dir.name, run_dir=str(run_dir), split=split, n=int(len(y)),
+        loss=float(loss), accuracy=float(accuracy),
+        per_class=[{"class": name, "accuracy": float(a), "n": int(c)}
+                   for name, a, c in zip(data.CLASS_NAMES, per_class, matrix.sum(axis=1))],
+        confusion_matrix=matrix.tolist(), classes=list(data.CLASS_NAMES), evaluated=now())
     if keep:
         try:
             store.record_evaluation(run_dir, split, result)
-            result["stored"] = True
+            result.stored = True
         except (StorageError, BrokenRecord) as err:   # the numbers are worth having all the same
-            result["store_error"] = str(err)
+            result.store_error = str(err)
     return result

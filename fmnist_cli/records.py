@@ -309,6 +309,28 @@ class RunResult(Record):
     broken: str | None = None
 
 
+@dataclass(kw_only=True)
+class EvaluationResult(Record):
+    """What `fmnist evaluate --json` prints. `stored` is false when run.json could not take it (a
+    read-only or full disk); `store_error` then says why, and the numbers are still all here."""
+
+    STORED: ClassVar = False
+
+    run_id: str
+    run_dir: str
+    split: str                           # val or test
+    n: int                               # images scored
+    loss: float
+    accuracy: float
+    per_class: list[dict]                # {"class", "accuracy", "n"} for each of the ten classes
+    confusion_matrix: list[list[int]]    # rows: true class, columns: predicted class
+    classes: list[str]
+    evaluated: str
+    stored: bool = False
+    store_error: str | None = None
+    broken: str | None = None
+
+
 # --- comparisons ----------------------------------------------------------------------------------
 
 @dataclass(kw_only=True)

@@ -195,21 +195,21 @@ def train_result(result, console: Console, brief: bool = False) -> None:
 
 # --- evaluate, summary, runs, data -----------------------------------------------------------------
 
-def evaluation(result: dict, console: Console) -> None:
-    console.print(f"Run {result['run_id']} on the {result['split']} split ({result['n']} images): "
-                  f"loss {fmt(result['loss'])}, accuracy {fmt(result['accuracy'])}", highlight=False)
+def evaluation(result, console: Console) -> None:
+    console.print(f"Run {result.run_id} on the {result.split} split ({result.n} images): "
+                  f"loss {fmt(result.loss)}, accuracy {fmt(result.accuracy)}", highlight=False)
     per_class = Table(title="Per-class accuracy", box=box.SIMPLE_HEAVY)
     per_class.add_column("class")
     per_class.add_column("accuracy", justify="right")
     per_class.add_column("images", justify="right")
-    for row in result["per_class"]:
+    for row in result.per_class:
         per_class.add_row(row["class"], fmt(row["accuracy"]), str(row["n"]))
     console.print(per_class)
     matrix = Table(title="Confusion matrix (rows: true class, columns: predicted class #)", box=box.SIMPLE)
     matrix.add_column("true class")
-    for j in range(len(result["classes"])):
+    for j in range(len(result.classes)):
         matrix.add_column(str(j), justify="right")
-    for i, (name, row) in enumerate(zip(result["classes"], result["confusion_matrix"])):
+    for i, (name, row) in enumerate(zip(result.classes, result.confusion_matrix)):
         matrix.add_row(f"{i} {name}", *(f"[bold]{v}[/]" if j == i else str(v) for j, v in enumerate(row)))
     console.print(matrix)
 
@@ -360,11 +360,13 @@ class CompareDisplay(LiveDisplay):
             label = self.labels[event.variant]
             row = self.rows[label]
             row["done"] += 1
+            # The row shows the first trouble of its seeds; "waiting" and "training" are display-only.
             status = Status(event.status).value
-            if status != "completed" or row["status"] not in ("completed", "training", "waiting"):
-                row["status"] = status if row["status"] in ("completed", "training", "waiting") else row["status"]
-            elif row["done"] >= self.repeats:
-                row["status"] = "completed"
+            clean = row["status"] in (Status.COMPLETED.value, "training", "waiting")
+            if status != Status.COMPLETED and clean:
+                row["status"] = status
+            elif clean and row["done"] >= self.repeats:
+                row["status"] = Status.COMPLETED.value
             if self.task is not None:
                 task = self.progress.tasks[0]
                 # a run stopped early or diverged leaves epochs it will never train: count them done

@@ -243,10 +243,12 @@ class RunStore:
             atomic_write_json(run_dir / "run.json", record.to_json())
         return record
 
-    def record_evaluation(self, run_dir: Path, split: str, result: dict) -> None:
+    def record_evaluation(self, run_dir: Path, split: str, result) -> None:
+        """Store an evaluation (an EvaluationResult, or a dict with its keys) in run.json."""
         from .records import Evaluation
 
-        evaluation = Evaluation(**{k: result.get(k) for k in ("loss", "accuracy", "evaluated", "n")})
+        get = result.get if isinstance(result, dict) else lambda k: getattr(result, k)
+        evaluation = Evaluation(**{k: get(k) for k in ("loss", "accuracy", "evaluated", "n")})
         with self._locked(run_dir):
             record = self.read_record(run_dir)
             if record.broken:

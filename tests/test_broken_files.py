@@ -110,7 +110,7 @@ def test_garbage_model_file_is_refused_cleanly(trained, runs_dir):
     result = invoke("evaluate", run.name)
     assert_clean_error(result, None, "model.keras", "not a Keras model file")
     assert code_of(result) in (1, 2)
-    assert "evaluations" not in read_json(run / "run.json")
+    assert not read_json(run / "run.json").get("evaluations")
 
 
 def test_model_file_that_is_a_directory_or_empty(trained, runs_dir):
@@ -142,6 +142,31 @@ def test_broken_config_json_is_refused_cleanly(trained, runs_dir):
     (run / "config.json").write_text('{"hidden": [100], "optim')
     assert_clean_error(invoke("evaluate", run.name), None, "config.json")
     assert_clean_error(invoke("summary", run.name), None, "config.json")
+
+
+def test_evaluate_keeps_its_result_when_the_run_cannot_be_written(trained, runs_dir, monkeypatch):
+    """A real model scored for real; only storing the result fails (read-only folder, even for root)."""
+    import errno
+    import json
+
+    from fmnist_cli import store
+
+    run = copy_run(trained, runs_dir)
+    before = (run / "run.json").read_text()
+    real = store.atomic_write_json
+
+    def read_only(path, data, **kw):
+        if path.name == "run.json":
+            raise store.storage_error(OSError(errno.EROFS, "Read-only file system"), path)
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(store, "atomic_write_json", read_only)
+    result = invoke("evaluate", run.name, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert 0.1 < data["accuracy"] <= 1 and data["stored"] is False and "permission denied" in data["store_error"]
+    assert "not stored" in result.stderr and "Traceback" not in result.stderr
+    assert (run / "run.json").read_text() == before
 
 
 # --- runs folder problems ----------------------------------------------------------------------
@@ -182,12 +207,12 @@ def test_model_with_a_lambda_layer_is_refused_and_never_runs(trained, runs_dir, 
     result = invoke("evaluate", run.name)
     assert_clean_error(result, None, "could not be opened", "Lambda", "safe mode")
     assert not marker.exists(), "the model file's code ran"
-    assert "evaluations" not in read_json(run / "run.json")
+    assert not read_json(run / "run.json").get("evaluations")
 
 
 def test_load_model_always_asks_for_safe_mode(trained, runs_dir, monkeypatch):
     keras = keras_tf()
-    from fmnist_cli import runs
+    from fmnist_cli.store import RunStore
 
     seen = {}
     real = keras.models.load_model
@@ -197,5 +222,5 @@ def test_load_model_always_asks_for_safe_mode(trained, runs_dir, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(keras.models, "load_model", spy)
-    runs.load_model(copy_run(trained, runs_dir))
+    RunStore(runs_dir).load_model(copy_run(trained, runs_dir))
     assert seen.get("safe_mode") is True

@@ -1,4 +1,5 @@
-"""fmnist compare on small real subsets."""
+"""fmnist compare: on small real subsets where the numbers matter, on the fake engine (tests/fakes.py)
+where only the bookkeeping does."""
 
 import csv
 import json
@@ -31,10 +32,12 @@ def test_identical_variants_get_identical_histories():
 def test_variants_start_from_equal_weights():
     from fmnist_cli import models
 
-    record = {"id": "x", "repeats": 2, "variants": [
-        {"label": v["label"], "config": v["config"]}
+    from fmnist_cli.records import ComparisonRecord, VariantSpec
+
+    record = ComparisonRecord(id="x", repeats=2, variants=[
+        VariantSpec(label=v["label"], config=v["config"], runs=[None, None])
         for v in cmp.expand(RunConfig().validate(), ["sgd", "adam"],
-                            cmp.parse_vary(["activation=relu,tanh", "dropout=0,0.2"]))]}
+                            cmp.parse_vary(["activation=relu,tanh", "dropout=0,0.2"]))])
     weights = {}
     for vi, r, config in cmp.slots(record):
         models.set_seed(config.seed)
@@ -45,7 +48,7 @@ def test_variants_start_from_equal_weights():
     assert not np.array_equal(weights[(0, 0)][0], weights[(0, 1)][0])   # repeats differ
 
 
-def test_repeats_aggregate_like_numpy_and_export(tmp_path):
+def test_repeats_aggregate_like_numpy_and_export(tmp_path, fake_engine):
     plot, table = tmp_path / "curves.png", tmp_path / "curves.csv"
     out = compare_json("sgd", "adam", *SMALL, "--repeats", "3", "--plot", plot, "--csv", table)
     assert out["repeats"] == 3 and [v["label"] for v in out["variants"]] == ["sgd", "adam"]
@@ -73,17 +76,20 @@ def test_repeats_aggregate_like_numpy_and_export(tmp_path):
     assert matplotlib.image.imread(plot).shape[0] > 300
 
 
-def test_table_marks_best_and_show_needs_no_training(runs_dir):
+def test_table_marks_best_and_show_needs_no_training(runs_dir, fake_engine):
+    from fmnist_cli.store import RunStore
+
     result = invoke("compare", "sgd", "adam", *SMALL)
     assert result.exit_code == 0 and "★" in result.output and "best" in result.output
-    record = cmp.load_comparison(runs_dir, "latest")
+    record = RunStore(runs_dir).load_comparison("latest")
     n_runs = len(list(runs_dir.glob("2*")))
-    shown = invoke("compare", "--show", record["id"])
-    assert shown.exit_code == 0 and record["id"] in shown.output
-    assert len(list(runs_dir.glob("2*"))) == n_runs
-    listing = json.loads(invoke("runs", "--comparison", record["id"], "--json").stdout)
-    assert len(listing) == 2 and all(r["comparison"] == record["id"] for r in listing)
-    assert json.loads(invoke("compare", "--list", "--json").stdout)[0]["id"] == record["id"]
+    fake_engine.trained.clear()
+    shown = invoke("compare", "--show", record.id)
+    assert shown.exit_code == 0 and record.id in shown.output
+    assert len(list(runs_dir.glob("2*"))) == n_runs and fake_engine.trained == []
+    listing = json.loads(invoke("runs", "--comparison", record.id, "--json").stdout)
+    assert len(listing) == 2 and all(r["comparison"] == record.id for r in listing)
+    assert json.loads(invoke("compare", "--list", "--json").stdout)[0]["id"] == record.id
 
 
 def test_vary_activation_and_hidden_with_optimizers_is_the_full_grid():
@@ -116,41 +122,48 @@ def test_diverging_variant_is_marked_and_others_go_on():
     assert "diverged" in text.output and "learning rate" in text.output
 
 
-def test_a_failing_variant_is_marked_and_others_go_on(monkeypatch):
-    from fmnist_cli.engines import fit
+def test_a_failing_variant_is_marked_and_others_go_on(monkeypatch, fake_engine):
+    real = fake_engine.train
 
-    real = fit._train_one
-
-    def flaky(member, config, *a):
-        if config.optimizer.name == "adagrad":
+    def flaky(configs, *a):
+        if configs[0].optimizer.name == "adagrad":
             raise RuntimeError("simulated engine failure")
-        return real(member, config, *a)
+        return real(configs, *a)
 
-    monkeypatch.setattr(fit, "_train_one", flaky)
+    monkeypatch.setattr(fake_engine, "train", flaky)
     out = compare_json("adagrad", "adam", *SMALL, codes=(1,))   # a failed run makes the comparison fail
     status = {v["label"]: v["status"] for v in out["variants"]}
-    assert status == {"adagrad": "failed", "adam": "completed"}
+    assert status == {"adagrad": "incomplete", "adam": "completed"}
+    assert out["variants"][0]["runs"][0]["status"] == "failed"
+    assert "simulated engine failure" in out["variants"][0]["runs"][0]["message"]
+    assert out["variants"][0]["n"] == 0 and out["status"] == "incomplete"
 
 
-def test_resume_trains_only_what_is_missing(runs_dir):
+def test_resume_trains_only_what_is_missing(runs_dir, fake_engine):
+    from fmnist_cli.records import RunDone
+    from fmnist_cli.store import RunStore
+
+    store = RunStore(runs_dir)
     base = RunConfig(limit=500, epochs=1).validate()
     variants = cmp.expand(base, ["sgd", "rmsprop", "adam"], {})
-    record = cmp.new_comparison(runs_dir, base, variants, 1, ["test"])
+    record = cmp.new_comparison(store, base, variants, 1, ["test"])
     finished = []
 
     def stop_after_first():
         return len(finished) >= 1
 
     def on_event(event):
-        if event["type"] == "run_done":
+        if isinstance(event, RunDone):
             finished.append(event)
 
-    record = cmp.execute(runs_dir, record, on_event=on_event, should_stop=stop_after_first)
-    done = [v["runs"][0] for v in record["variants"]]
+    record = cmp.execute(store, record, on_event=on_event, should_stop=stop_after_first)
+    done = [v.runs[0] for v in record.variants]
     assert done[0] is not None and done[1:] == [None, None]
-    result = invoke("compare", "--resume", record["id"], "--json")
+    fake_engine.trained.clear()
+    result = invoke("compare", "--resume", record.id, "--json")
     assert result.exit_code == 0, result.output
-    again = read_json(runs_dir / "comparisons" / f"{record['id']}.json")
+    assert [c.variant for c in fake_engine.trained] == ["rmsprop", "adam"]
+    again = read_json(runs_dir / "comparisons" / f"{record.id}.json")
     ids = [v["runs"][0] for v in again["variants"]]
     assert ids[0] == done[0] and None not in ids
     assert all(v["status"] == "completed" for v in json.loads(result.stdout)["variants"])
@@ -189,27 +202,28 @@ def test_learning_rate_and_momentum_apply_to_every_compared_optimizer():
         assert [o["momentum"] for o in opts] == [0.8, None]   # momentum is for the SGD family only
 
 
-def test_a_failed_save_marks_only_its_run(monkeypatch, runs_dir):
+def test_a_failed_save_marks_only_its_run(monkeypatch, runs_dir, fake_engine):
     import errno
 
-    from fmnist_cli import runs
+    from fmnist_cli import store
 
-    real = runs.save_model
+    real = store.RunStore.save_model
 
-    def flaky(run_dir, model):
+    def flaky(self, run_dir, model):
         if "adam" in run_dir.name:
-            raise runs.storage_error(OSError(errno.ENOSPC, "full"), run_dir / "model.keras")
-        return real(run_dir, model)
+            raise store.storage_error(OSError(errno.ENOSPC, "full"), run_dir / "model.keras")
+        return real(self, run_dir, model)
 
-    monkeypatch.setattr(runs, "save_model", flaky)
+    monkeypatch.setattr(store.RunStore, "save_model", flaky)
     out = compare_json("sgd", "adam", *SMALL, codes=(1,))
     by_label = {v["label"]: v for v in out["variants"]}
     assert by_label["sgd"]["status"] == "completed"
-    assert by_label["adam"]["status"] == "failed" and by_label["adam"]["runs"][0]["run_id"]
+    assert by_label["adam"]["status"] == "incomplete" and by_label["adam"]["runs"][0]["run_id"]
+    assert by_label["adam"]["runs"][0]["status"] == "failed"
     assert "disk is full" in by_label["adam"]["runs"][0]["message"]
 
 
-def test_resume_of_a_finished_comparison_with_jobs_trains_nothing(runs_dir):
+def test_resume_of_a_finished_comparison_with_jobs_trains_nothing(runs_dir, fake_engine):
     compare_json("sgd", *SMALL)
     result = invoke("compare", "--resume", "latest", "--jobs", "2", "--json")
     assert result.exit_code == 0, result.output

@@ -44,16 +44,16 @@ def test_concurrent_train_processes_share_a_runs_dir(runs_dir):
         assert read_json(d / "run.json")["status"] == "completed"
         assert len(read_json(d / "history.json")["loss"]) == 1
         assert not leftovers(d)
-    from fmnist_cli import runs
+    from fmnist_cli.store import RunStore
 
-    assert {r["id"] for r in runs.list_runs(runs_dir)} == ids
+    assert {r.id for r in RunStore(runs_dir).list_runs()} == ids
 
 
 def test_create_run_from_many_threads_gives_unique_folders(tmp_path, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from fmnist_cli import runs
     from fmnist_cli.config import RunConfig
+    from fmnist_cli.store import RunStore
 
     monkeypatch.setattr(os, "fsync", lambda fd: None)   # durability is not the point here; speed is
     root = tmp_path / "threads"
@@ -62,7 +62,7 @@ def test_create_run_from_many_threads_gives_unique_folders(tmp_path, monkeypatch
 
     def make(_):
         barrier.wait()
-        return runs.create_run(root, config)
+        return RunStore(root).create_run(config)
 
     with ThreadPoolExecutor(50) as pool:
         dirs = list(pool.map(make, range(50)))
@@ -77,47 +77,55 @@ def test_create_run_from_many_threads_gives_unique_folders(tmp_path, monkeypatch
 def test_concurrent_updates_to_one_run_lose_nothing(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from fmnist_cli import runs
     from fmnist_cli.config import RunConfig
+    from fmnist_cli.store import RunStore
 
-    run_dir = runs.create_run(tmp_path / "r", RunConfig().validate())
+    store = RunStore(tmp_path / "r")
+    run_dir = store.create_run(RunConfig().validate())
+
+    def update(i):   # read-modify-writes of two kinds, interleaved
+        if i % 2:
+            store.record_evaluation(run_dir, f"split{i}", {"loss": 1.0, "accuracy": i / 100, "n": i})
+        else:
+            store.update_run(run_dir, group_size=i)
+
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: runs.update_run(run_dir, **{f"k{i}": i}), range(40)))
+        list(pool.map(update, range(40)))
     info = read_json(run_dir / "run.json")
-    assert all(info[f"k{i}"] == i for i in range(40))
-    assert info["status"] == "running"
+    assert all(info["evaluations"][f"split{i}"]["n"] == i for i in range(1, 40, 2))
+    assert info["status"] == "running" and info["group_size"] % 2 == 0
 
 
 def test_atomic_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
-    from fmnist_cli import runs
+    from fmnist_cli import store
     from fmnist_cli.errors import StorageError
 
     target = tmp_path / "run.json"
-    runs.atomic_write_json(target, {"v": 1})
+    store.atomic_write_json(target, {"v": 1})
 
     def boom(*a, **kw):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runs.os, "replace", boom)
+    monkeypatch.setattr(store.os, "replace", boom)
     with pytest.raises(StorageError, match="disk is full"):
-        runs.atomic_write_json(target, {"v": 2, "big": "x" * 100_000})
+        store.atomic_write_json(target, {"v": 2, "big": "x" * 100_000})
     monkeypatch.undo()
     assert read_json(target) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"], "the temporary file is removed"
     with pytest.raises(StorageError):
-        runs.atomic_write_json(tmp_path / "missing" / "run.json", {})
+        store.atomic_write_json(tmp_path / "missing" / "run.json", {})
 
 
 def test_run_files_are_readable_like_any_other_file(tmp_path):
     """Run files are written through mkstemp (mode 0600); they must get the usual umask mode so that
     a shared runs folder (or a teammate's `fmnist runs`) can read them, as it can read model.keras."""
-    from fmnist_cli import runs
+    from fmnist_cli import store
     from fmnist_cli.config import RunConfig
 
     old = os.umask(0o022)
     try:
-        run_dir = runs.create_run(tmp_path / "r", RunConfig().validate())
-        runs.atomic_write_text(tmp_path / "out.csv", "a,b\n")
+        run_dir = store.RunStore(tmp_path / "r").create_run(RunConfig().validate())
+        store.atomic_write_text(tmp_path / "out.csv", "a,b\n")
     finally:
         os.umask(old)
     for path in (run_dir / "run.json", run_dir / "config.json", tmp_path / "out.csv"):

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
     def run(tag, **kw):
         cfg = RunConfig(backend="jax", **kw).validate()
         r = training.train(cfg, root)
-        out[tag] = {k: r[k] for k in ("history", "status", "best_epoch", "model_path", "stopped_early")}
+        out[tag] = {k: r.to_json()[k] for k in ("history", "status", "best_epoch", "model_path", "stopped_early")}
     # one full batch per epoch: batch order cannot matter, so fit and fused must agree closely
     for engine in ("fit", "fused"):
         for opt in ("sgd", "adam", "nesterov"):

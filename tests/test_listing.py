@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import subprocess
 
 import pytest
@@ -20,7 +21,7 @@ def _dead_pid() -> int:
 
 
 def test_listing_survives_broken_runs(trained, runs_dir):
-    from fmnist_cli import runs
+    from fmnist_cli.store import RunStore
 
     good = copy_run(trained, runs_dir)
     config = (good / "config.json").read_text()
@@ -36,7 +37,8 @@ def test_listing_survives_broken_runs(trained, runs_dir):
 
     make("20260101-000001-half-written", '{"id": "20260101-000001-half-written", "sta')
     make("20260101-000002-no-run-json")
-    make("20260101-000003-empty-folder", config_json=None)
+    empty = make("20260101-000003-empty-folder", config_json=None)
+    os.utime(empty, (time.time() - 3600,) * 2)   # a young empty folder is one being made right now
     make("20260101-000004-dead", {"id": "20260101-000004-dead", "status": "running", "pid": _dead_pid(),
                                   "host": socket.gethostname(), "created": "2026-01-01T00:00:04+00:00"})
     make("20260101-000005-alive", {"id": "20260101-000005-alive", "status": "running", "pid": os.getpid(),
@@ -47,8 +49,8 @@ def test_listing_survives_broken_runs(trained, runs_dir):
     (runs_dir / "comparisons").mkdir()
     (runs_dir / "comparisons" / "20260101-000000-cmp-dead.json").write_text("{broken")
 
-    records = {r["run_dir"].rsplit("/", 1)[-1]: r for r in runs.list_runs(runs_dir)}
-    status = {k: v["status"] for k, v in records.items()}
+    records = {r.id: r for r in RunStore(runs_dir).list_runs()}
+    status = {k: v.status for k, v in records.items()}
     assert status[good.name] == "completed"
     assert status["20260101-000001-half-written"] == "broken"
     assert status["20260101-000002-no-run-json"] == "broken"
@@ -65,18 +67,18 @@ def test_listing_survives_broken_runs(trained, runs_dir):
     listed = invoke("runs", "--json")
     assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 8
     cmp_list = invoke("compare", "--list", "--json")
-    assert cmp_list.exit_code == 0 and json.loads(cmp_list.stdout)[0]["broken"]
+    assert cmp_list.exit_code == 0 and json.loads(cmp_list.stdout)[0]["status"] == "broken"
     # `latest` still finds the one good run; a broken one is refused cleanly
-    assert runs.resolve(runs_dir, "latest") == good
+    assert RunStore(runs_dir).resolve_run("latest") == good
     assert_clean_error(invoke("evaluate", "20260101-000002-no-run-json"), None)
-    assert_clean_error(invoke("compare", "--show", "20260101-000000-cmp-dead"), None, "unreadable")
+    assert_clean_error(invoke("compare", "--show", "20260101-000000-cmp-dead"), 2, "broken", "not valid JSON")
 
 
 @pytest.mark.parametrize("run_json", ["[]", "null", "42", '"running"', '{"status": 5}',
                                       '{"status": "running", "pid": 100000000000000000000, "host": "%s"}'
                                       % socket.gethostname()])
 def test_listing_survives_run_json_that_is_not_an_object(trained, runs_dir, run_json):
-    from fmnist_cli import runs
+    from fmnist_cli.store import RunStore
 
     copy_run(trained, runs_dir)
     odd = copy_run(trained, runs_dir / "odd")   # a second run, renamed below
@@ -84,21 +86,21 @@ def test_listing_survives_run_json_that_is_not_an_object(trained, runs_dir, run_
     odd.rename(target)
     (runs_dir / "odd").rmdir()
     (target / "run.json").write_text(run_json)
-    records = runs.list_runs(runs_dir)
+    records = RunStore(runs_dir).list_runs()
     assert len(records) == 2
-    odd_record = next(r for r in records if r["run_dir"].endswith("20260101-000000-odd"))
-    assert odd_record["status"] in ("broken", "crashed") and odd_record["id"] == "20260101-000000-odd"
+    odd_record = next(r for r in records if r.run_dir.endswith("20260101-000000-odd"))
+    assert odd_record.status in ("broken", "crashed") and odd_record.id == "20260101-000000-odd"
     assert invoke("runs").exit_code == 0
 
 
 @pytest.mark.parametrize("config_json", ['{"optimizer": {"name": "nope"}}', '{"optimizer": 5}',
                                          '{"hidden": "abc"}', '{"epochs": "5"}', "[]"])
 def test_listing_survives_foreign_config_json(trained, runs_dir, config_json):
-    from fmnist_cli import runs
+    from fmnist_cli.store import RunStore
 
     run = copy_run(trained, runs_dir)
     (run / "config.json").write_text(config_json)
-    (record,) = runs.list_runs(runs_dir)
-    assert record["status"] == "broken" and record["config"] is None
+    (record,) = RunStore(runs_dir).list_runs()
+    assert record.status == "broken" and record.config is None and "config.json" in record.reason
     table = invoke("runs")
     assert table.exit_code == 0 and "broken" in table.stdout

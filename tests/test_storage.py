@@ -7,12 +7,12 @@ from helpers import invoke, read_json
 
 
 def test_disk_full_while_saving_the_model(monkeypatch, runs_dir):
-    from fmnist_cli import runs
+    from fmnist_cli import store
 
-    def full(run_dir, model):
-        raise runs.storage_error(OSError(errno.ENOSPC, "No space left on device"), run_dir / "model.keras")
+    def full(self, run_dir, model):
+        raise store.storage_error(OSError(errno.ENOSPC, "No space left on device"), run_dir / "model.keras")
 
-    monkeypatch.setattr(runs, "save_model", full)
+    monkeypatch.setattr(store.RunStore, "save_model", full)
     result = invoke("train", "--limit", "500", "--epochs", "1")
     assert result.exit_code == 1 and "disk is full" in result.output and "Traceback" not in result.output
     (run_dir,) = [p for p in runs_dir.iterdir() if p.is_dir()]

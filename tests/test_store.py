@@ -302,33 +302,31 @@ def test_listing_removes_leftovers_of_interrupted_writes(runs_dir):
 # --- evaluate never loses its result -----------------------------------------------------------------------
 
 def test_evaluate_prints_its_result_when_it_cannot_be_stored(runs_dir, monkeypatch):
+    """The CLI side, on the fake engine; tests/test_broken_files.py has the same with a real model."""
     run = train()
     from fmnist_cli import evaluation, store
+    from fmnist_cli.records import EvaluationResult
 
     def read_only(self, run_dir, split, result):
         raise store.storage_error(OSError(errno.EROFS, "Read-only file system"), run_dir / "run.json")
 
+    def scored(store_, run_dir, split="val", data_dir=None, backend_name=None, keep=True):
+        result = EvaluationResult(run_id=run_dir.name, run_dir=str(run_dir), split=split, n=10, loss=1.0,
+                                  accuracy=0.5, per_class=[], confusion_matrix=[], classes=[], evaluated="now")
+        try:
+            store_.record_evaluation(run_dir, split, result)
+            result.stored = True
+        except Exception as err:
+            result.store_error = str(err)
+        return result
+
     monkeypatch.setattr(store.RunStore, "record_evaluation", read_only)
-    monkeypatch.setattr(evaluation, "evaluate", _fake_evaluate(evaluation.evaluate))
+    monkeypatch.setattr(evaluation, "evaluate", scored)
     result = invoke("evaluate", run["run_id"], "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["accuracy"] == 0.5 and data["stored"] is False and "permission denied" in data["store_error"]
     assert "not stored" in result.stderr
-
-
-def _fake_evaluate(real):
-    """evaluate with the model scoring swapped out (no Keras): the storing part is the real one."""
-    def fake(store, run_dir, split="val", data_dir=None, backend_name=None, keep=True):
-        result = {"run_id": run_dir.name, "split": split, "n": 10, "loss": 1.0, "accuracy": 0.5,
-                  "evaluated": "now", "stored": False, "store_error": None}
-        try:
-            store.record_evaluation(run_dir, split, result)
-            result["stored"] = True
-        except Exception as err:
-            result["store_error"] = str(err)
-        return result
-    return fake
 
 
 # --- fmnist runs rm -------------------------------------------------------------------------------------

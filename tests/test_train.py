@@ -116,13 +116,14 @@ def test_evaluate_without_runs_is_a_clean_error():
 def test_a_stop_after_the_last_epoch_is_not_an_interruption(runs_dir):
     from fmnist_cli import training
     from fmnist_cli.config import RunConfig
+    from fmnist_cli.records import EpochEnd
 
     config = RunConfig(limit=500, epochs=2).validate()
     seen = []
 
     def on_event(event):
-        if event["type"] == "epoch":
-            seen.append(event["epoch"])
+        if isinstance(event, EpochEnd):
+            seen.append(event.epoch)
 
     result = training.train(config, runs_dir, on_event=on_event, should_stop=lambda: len(seen) >= 2)
-    assert result["status"] == "completed" and result["epochs_run"] == 2
+    assert result.status == "completed" and result.epochs_run == 2
