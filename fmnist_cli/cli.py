@@ -130,6 +130,17 @@ def make_config(*, hidden="100", activation="relu", dropout=0.0, optimizer="rmsp
     ).validate()
 
 
+def refuse_options(ctx: typer.Context, mode: str, why: str, allowed: tuple[str, ...]) -> None:
+    """An option the user gave that `mode` does not use is an error, never silently ignored."""
+    for param in ctx.command.params:
+        if param.name in allowed or param.name == "ctx":
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name != "DEFAULT":   # given on the command line or by env
+            flag = param.opts[0] if param.opts else param.name
+            raise UsageError(f"{flag} does not apply to {mode}: {why}.")
+
+
 def _consoles(json_out: bool):
     """Where results and live progress go: stdout normally; stderr when stdout carries JSON."""
     from . import report
@@ -141,12 +152,14 @@ def _consoles(json_out: bool):
 
 @command()
 def train(
+    ctx: typer.Context,
     hidden: Hidden = "100", activation: Activation = "relu", dropout: Dropout = 0.0,
     optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, momentum: Momentum = None,
     nesterov: Nesterov = None, epochs: Epochs = 5, batch_size: BatchSize = 32, seed: Seed = 42,
     val_size: ValSize = 0.2, split_seed: SplitSeed = 42, limit: Limit = None,
     early_stopping: EarlyStopping = None, backend: Backend = None, engine: Engine = "auto",
     name: Annotated[Optional[str], typer.Option("--name", help="A label for the run, part of its id.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted or crashed run (id, part of one, or 'latest') from its last checkpoint to its configured epochs.")] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
 ):
     """Train one model and save it as a run.
@@ -162,24 +175,35 @@ def train(
       fmnist train --hidden 300,100 --dropout 0.2 --optimizer sgd:lr=0.05,momentum=0.9
 
       fmnist train --backend jax --json > run.json
+
+      fmnist train --resume latest        # after Ctrl-C or a crash: on from the last checkpoint
     """
     from . import report, training
     from .records import Status
     from .store import RunStore
 
-    config = make_config(hidden=hidden, activation=activation, dropout=dropout, optimizer=optimizer,
-                         learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, epochs=epochs,
-                         batch_size=batch_size, seed=seed, val_size=val_size, split_seed=split_seed, limit=limit,
-                         early_stopping=early_stopping, backend=backend, engine=engine, name=name)
-    root = RunStore.at(runs_dir).ensure_writable().root
+    store = RunStore.at(runs_dir)
+    run_dir = None
+    if resume is not None:
+        refuse_options(ctx, "--resume", "a run resumes with the settings it was started with",
+                       allowed=("resume", "runs_dir", "data_dir", "json_out", "quiet"))
+        run_dir = store.resolve_run(resume, latest=(Status.INTERRUPTED, Status.CRASHED, Status.FAILED))
+        config = training.check_resumable(store, run_dir)
+    else:
+        config = make_config(hidden=hidden, activation=activation, dropout=dropout, optimizer=optimizer,
+                             learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, epochs=epochs,
+                             batch_size=batch_size, seed=seed, val_size=val_size, split_seed=split_seed,
+                             limit=limit, early_stopping=early_stopping, backend=backend, engine=engine, name=name)
+    root = store.ensure_writable().root
     console = _consoles(json_out)
     plain = not console.is_terminal
     stop = training.StopFlag()
     with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet) as display:
         if not quiet and (json_out or not plain):   # a log gets the epoch lines alone
-            report.err.print(f"Training {config.short()} on {config.backend} ({config.resolved_engine} engine)...",
+            what = f"Resuming {run_dir.name}" if run_dir else "Training"
+            report.err.print(f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...",
                              highlight=False)
-        result = training.train(config, root, data_dir, display.on_event, stop)
+        result = training.train(config, root, data_dir, display.on_event, stop, resume=run_dir)
     if json_out:
         report.print_json(result)
     else:

@@ -9,8 +9,17 @@ before dispatch and never depend on the number of workers, so results do not eit
 
 from __future__ import annotations
 
+import os
 import queue as queue_mod
+import signal
+import threading
+import time
 from typing import Iterator
+
+# After its parent died, a worker gets this long to stop at its next check and save what finished;
+# then it exits whatever it is doing (its runs keep their last checkpoint).
+ORPHAN_GRACE_SECONDS = 10.0
+PARENT_GONE = threading.Event()   # set in a worker process whose parent has died
 
 
 class LocalExecutor:
@@ -48,13 +57,15 @@ class LocalExecutor:
 
         ctx = mp.get_context("spawn")   # fork after TF/JAX initialised is unsafe; spawn starts clean
         # Ctrl-C reaches every process of the group: the manager must outlive it to carry the
-        # workers' last events, and a worker still starting must not die of it.
+        # workers' last events, and a worker still starting must not die of it. All of them die with
+        # this process, however it dies (`kill -9` included), instead of training on as orphans.
+        parent = os.getpid()
         manager = SyncManager(ctx=ctx)
-        manager.start(_ignore_sigint)
+        manager.start(_child_init, (parent, signal.SIGKILL))
         events, stop = manager.Queue(), manager.Event()
         try:
             with ProcessPoolExecutor(max_workers=min(self.jobs, len(units)), mp_context=ctx,
-                                     initializer=_ignore_sigint) as pool:
+                                     initializer=_child_init, initargs=(parent, signal.SIGTERM)) as pool:
                 pending = {pool.submit(_worker, configs, root, data_dir, events, stop): i
                            for i, (configs, root, data_dir) in enumerate(units)}
                 while pending:
@@ -92,22 +103,56 @@ def _drain(events, on_event):
             return
 
 
-def _ignore_sigint():
-    import signal
-
+def _child_init(parent_pid: int, death_signal: int) -> None:
+    """In the manager and every worker: ignore the group's Ctrl-C (the parent decides), and die with
+    the parent. On Linux the kernel sends `death_signal` when the parent exits (PR_SET_PDEATHSIG); a
+    thread polling the parent's pid backs that up everywhere else."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(death_signal))   # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass   # not Linux: the watcher alone
+    if os.getppid() != parent_pid:   # the parent died before the kernel was asked to tell us
+        os.kill(os.getpid(), death_signal)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="fmnist-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    PARENT_GONE.set()
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(1)
 
 
 def _worker(configs, root, data_dir, events, stop):
     """In a worker process: train one unit, sending events to the parent. Ctrl-C reaches the whole
-    process group, so each worker also stops on its own signal and keeps what finished."""
-    import signal
-
+    process group, so each worker also stops on its own signal and keeps what finished. When the
+    parent is gone (its manager with it), events are dropped and training stops at its next check."""
     from .training import StopFlag, train_group
 
-    if stop.is_set():   # queued before Ctrl-C, picked up after it: do not start
-        return None
+    def stopped() -> bool:
+        if flag() or PARENT_GONE.is_set():
+            return True
+        try:
+            return stop.is_set()
+        except (OSError, EOFError):   # the manager died with the parent
+            PARENT_GONE.set()
+            return True
+
+    def send(event) -> None:
+        if PARENT_GONE.is_set():
+            return
+        try:
+            events.put(event)
+        except (OSError, EOFError):
+            PARENT_GONE.set()
+
     flag = StopFlag()
+    if stopped():   # queued before Ctrl-C, picked up after it: do not start
+        return None
     signal.signal(signal.SIGINT, lambda *a: flag.event.set())
     signal.signal(signal.SIGTERM, lambda *a: flag.event.set())
-    return train_group(configs, root, data_dir, events.put, lambda: flag() or stop.is_set())
+    return train_group(configs, root, data_dir, send, stopped)

@@ -5,28 +5,36 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 
 from . import data, engines
 from .config import RunConfig
-from .errors import FmnistError, StorageError
+from .errors import BrokenRecord, Busy, FmnistError, StorageError, UsageError
 from .records import METRICS, RunResult, Status
 from .store import RunStore, now
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM: engines stop at the next step or epoch boundary and keep what finished.
-    A second Ctrl-C gives up waiting and raises KeyboardInterrupt."""
+    """Set by SIGINT/SIGTERM: engines stop at their next check (well under a second apart) and keep
+    what finished. Before it is armed (no run exists yet: modules and data still loading) a signal
+    ends the command at once; once armed, a second Ctrl-C gives up waiting and raises
+    KeyboardInterrupt, leaving each run with its last checkpoint."""
 
     def __init__(self):
         self.event = threading.Event()
         self.signal = None
+        self.armed = False
 
     def __call__(self) -> bool:
         return self.event.is_set()
+
+    def arm(self) -> None:
+        self.armed = True
 
     @contextlib.contextmanager
     def installed(self):
@@ -35,7 +43,7 @@ class StopFlag:
             return
 
         def handler(signum, frame):
-            if self.event.is_set() and signum == signal.SIGINT:
+            if not self.armed or (self.event.is_set() and signum == signal.SIGINT):
                 raise KeyboardInterrupt
             self.signal = signum
             self.event.set()
@@ -48,6 +56,46 @@ class StopFlag:
                 signal.signal(s, h)
 
 
+class Checkpointer:
+    """After each finished epoch: the run's history (small: always) and, within a budget of about 5%
+    of the training time so far, its model with the optimizer state. A `kill -9` then keeps
+    everything up to the last checkpoint, and `fmnist train --resume` continues from it. With early
+    stopping the model is checkpointed at best epochs only: that is the model the run delivers."""
+
+    BUDGET = 0.05
+
+    def __init__(self, store: RunStore, run_dirs: list[Path], configs: list[RunConfig]):
+        self.store, self.run_dirs, self.configs = store, run_dirs, configs
+        self.started = time.perf_counter()
+        self.spent = 0.0             # seconds spent checkpointing so far
+        self.model_cost: dict[int, float] = {}   # the last model save of each run, in seconds
+        self.saved = 0
+
+    def __call__(self, member: int, epoch: int, history: dict, is_best: bool, model_fn) -> None:
+        t0 = time.perf_counter()
+        run_dir = self.run_dirs[member]
+        try:
+            self.store.save_history(run_dir, history, durable=False)
+            wanted = is_best or not self.configs[member].early_stopping
+            affordable = self.spent + self.model_cost.get(member, 0.0) <= self.BUDGET * (t0 - self.started)
+            if wanted and affordable:
+                t1 = time.perf_counter()
+                self.store.save_model(run_dir, model_fn())
+                self.store.update_run(run_dir, model_epoch=epoch, epochs_run=epoch)
+                self.model_cost[member] = time.perf_counter() - t1
+                self.saved += 1
+        except FmnistError:
+            pass   # a checkpoint that cannot be written must not stop training; the final save reports
+        finally:
+            self.spent += time.perf_counter() - t0
+
+
+def arm(should_stop) -> None:
+    """Tell a StopFlag that runs exist now, so a first Ctrl-C stops gracefully instead of at once."""
+    if hasattr(should_stop, "arm"):
+        should_stop.arm()
+
+
 def group_key(config: RunConfig) -> tuple:
     """Runs with equal keys can share one engine call (the fused engine steps them together)."""
     return (config.backend, config.resolved_engine, config.batch_size, config.val_size,
@@ -55,8 +103,9 @@ def group_key(config: RunConfig) -> tuple:
 
 
 def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=None,
-                should_stop=None) -> list[RunResult]:
-    """Train runs that share a group_key in one engine call; one result per config."""
+                should_stop=None, resume: list[Path] | None = None) -> list[RunResult]:
+    """Train runs that share a group_key in one engine call; one result per config. `resume`: the
+    run folders of interrupted or crashed runs to continue (their configs are `configs`)."""
     from . import backend
 
     on_event = on_event or (lambda event: None)
@@ -67,57 +116,102 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     backend.configure(first.backend)
     dataset = data.load(data_dir)
     split = data.make_split(dataset, first.val_size, first.split_seed, first.limit)
+    if should_stop():   # Ctrl-C while loading: no run exists yet, so there is nothing to keep
+        raise KeyboardInterrupt
+    starts = [_start(store, d) for d in resume] if resume else None
 
-    run_dirs = []
-    try:
-        for c in configs:
-            run_dirs.append(store.create_run(c))
-    except BaseException:   # all of the group's runs, or none: no half-made group is left behind
-        for d in run_dirs:
-            store.remove_run(d)
-        raise
+    if resume:
+        run_dirs = list(resume)
+    else:
+        run_dirs = []
+        try:
+            for c in configs:
+                run_dirs.append(store.create_run(c))
+        except BaseException:   # all of the group's runs, or none: no half-made group is left behind
+            for d in run_dirs:
+                store.remove_run(d)
+            raise
+    arm(should_stop)
     versions = backend.describe()
     started = time.time()
+    before = [(store.read_record(d).seconds or 0.0) if resume else 0.0 for d in run_dirs]
     for d in run_dirs:
-        store.update_run(d, started=now(), versions=versions, group_size=len(configs),
-                         engine=first.resolved_engine, n_train=len(split.y_train),
-                         n_val=len(split.y_val), data_dir=str(dataset.directory))
+        fields = dict(versions=versions, group_size=len(configs), engine=first.resolved_engine,
+                      n_train=len(split.y_train), n_val=len(split.y_val), data_dir=str(dataset.directory))
+        if resume:
+            fields.update(status=Status.RUNNING, pid=os.getpid(), host=socket.gethostname(), message=None)
+        else:
+            fields.update(started=now())
+        store.update_run(d, **fields)
 
     def relay(event):
         config = configs[event.member]
         on_event(dataclasses.replace(event, run_id=run_dirs[event.member].name, variant=config.variant,
                                      repeat=config.repeat, epochs=config.epochs))
 
-    def mark(dirs, status, message):
-        for d in dirs:
-            with contextlib.suppress(FmnistError, OSError):
-                store.update_run(d, status=status, finished=now(), seconds=round(time.time() - started, 3),
-                                 message=message)
+    def elapsed(i: int) -> float:
+        return round(before[i] + time.time() - started, 3)
 
+    def mark(indices, status, message):
+        for i in indices:
+            with contextlib.suppress(FmnistError, OSError):
+                store.update_run(run_dirs[i], status=status, finished=now(), seconds=elapsed(i), message=message)
+
+    checkpoint = Checkpointer(store, run_dirs, configs)
     try:
-        outcomes = engines.get(first.resolved_engine).train(configs, split, relay, should_stop)
+        outcomes = engines.get(first.resolved_engine).train(configs, split, relay, should_stop,
+                                                            checkpoint=checkpoint, starts=starts)
     except (KeyboardInterrupt, SystemExit):
-        mark(run_dirs, Status.INTERRUPTED, "stopped before its epochs could be saved (a second Ctrl-C)")
+        mark(range(len(run_dirs)), Status.INTERRUPTED,
+             "stopped by a second Ctrl-C; it keeps its last checkpoint (`fmnist train --resume` continues it)")
         raise
     except Exception as err:  # an engine failure is recorded in the runs before it is reported
-        mark(run_dirs, Status.FAILED, str(err) if isinstance(err, FmnistError) else f"{type(err).__name__}: {err}"[:500])
+        mark(range(len(run_dirs)), Status.FAILED,
+             str(err) if isinstance(err, FmnistError) else f"{type(err).__name__}: {err}"[:500])
         raise
-    seconds = round(time.time() - started, 3)
     results = []
     try:
-        for d, c, o in zip(run_dirs, configs, outcomes):
+        for i, (d, c, o) in enumerate(zip(run_dirs, configs, outcomes)):
             try:
-                results.append(_finish(store, d, c, o, seconds))
+                results.append(_finish(store, d, c, o, elapsed(i)))
             except FmnistError as err:   # disk full while saving, say: this run failed, the others go on
-                mark([d], Status.FAILED, str(err))
+                mark([i], Status.FAILED, str(err))
                 results.append(RunResult(run_id=d.name, run_dir=str(d), model_path=None, config=c.to_dict(),
                                          history=o.history, status=Status.FAILED, message=str(err),
-                                         seconds=seconds, best_epoch=o.best_epoch,
+                                         seconds=elapsed(i), best_epoch=o.best_epoch,
                                          epochs_run=len(o.history["loss"])))
     except (KeyboardInterrupt, SystemExit):
-        mark(run_dirs[len(results):], Status.INTERRUPTED, "stopped while saving (a second Ctrl-C)")
+        mark(range(len(results), len(run_dirs)), Status.INTERRUPTED,
+             "stopped while saving (a second Ctrl-C); it keeps its last checkpoint")
         raise
     return results
+
+
+def _start(store: RunStore, run_dir: Path) -> engines.Start:
+    """Where an interrupted or crashed run continues: its checkpointed model, and its history up to
+    the epoch that model holds (later epochs are trained again)."""
+    info = store.load_run(run_dir)
+    model_epoch = info.get("model_epoch")
+    if not model_epoch or info.history is None or len(info.history["loss"]) < model_epoch:
+        raise UsageError(f"Run {run_dir.name} has no checkpoint to resume from; train it again.")
+    history = {k: v[:model_epoch] for k, v in info.history.items()}
+    return engines.Start(epoch=model_epoch, history=history, model=store.load_model(run_dir))
+
+
+def check_resumable(store: RunStore, run_dir: Path) -> RunConfig:
+    """The config of a run that `train --resume` may continue, or a one-sentence error."""
+    info = store.load_run(run_dir)
+    if info.status == Status.BROKEN:
+        raise BrokenRecord(f"Run {info.id} is broken ({info.reason}); it cannot be resumed.")
+    if info.status == Status.RUNNING:
+        raise Busy(f"Run {info.id} is still being trained (process {info.get('pid')}).")
+    if info.status not in (Status.INTERRUPTED, Status.CRASHED, Status.FAILED):
+        raise UsageError(f"Run {info.id} is {info.status}, so there is nothing to resume; "
+                         "resume an interrupted or crashed run.")
+    config = store.read_config(run_dir)
+    if len((info.history or {}).get("loss", [])) >= config.epochs and info.get("model_epoch") == config.epochs:
+        raise UsageError(f"Run {info.id} already has all {config.epochs} epochs.")
+    return config
 
 
 def _finish(store: RunStore, run_dir: Path, config: RunConfig, outcome: engines.Outcome,
@@ -144,8 +238,9 @@ def _finish(store: RunStore, run_dir: Path, config: RunConfig, outcome: engines.
                      config=config.to_dict(), history=hist, **summary)
 
 
-def train(config: RunConfig, root: Path, data_dir=None, on_event=None, should_stop=None) -> RunResult:
-    result = train_group([config], root, data_dir, on_event, should_stop)[0]
+def train(config: RunConfig, root: Path, data_dir=None, on_event=None, should_stop=None,
+          resume: Path | None = None) -> RunResult:
+    result = train_group([config], root, data_dir, on_event, should_stop, [resume] if resume else None)[0]
     if result.status == Status.FAILED:
         raise StorageError(result.message)
     return result

@@ -1,7 +1,11 @@
 """Training engines. Each trains a group of runs that share their data and batching, and reports
 epoch events. One interface, so the rest of the tool never cares which engine ran:
 
-    train(configs, split, on_event, should_stop) -> list[Outcome]
+    train(configs, split, on_event, should_stop, checkpoint=None, starts=None) -> list[Outcome]
+
+`checkpoint(member, epoch, history, is_best, model_fn)` is called after every finished epoch;
+`model_fn()` gives a compiled Keras model holding that epoch's weights and optimizer state.
+`starts` continues runs from a saved state (`fmnist train --resume`).
 
 - `fit`:   Keras `model.fit`, any backend, one run at a time (steps_per_execution fuses steps).
 - `fused`: JAX only; every run of the group stepped inside one compiled program per epoch, with the
@@ -31,6 +35,16 @@ class Outcome:
 
 
 @dataclass
+class Start:
+    """Where a resumed run continues: after `epoch`, from `model` (a compiled Keras model with its
+    optimizer state, loaded from the run's checkpoint), with the history of the epochs before."""
+
+    epoch: int
+    history: dict[str, list[float]]
+    model: Any
+
+
+@dataclass
 class EpochTracker:
     """The per-run policy both engines share, so they agree on meaning: records finished epochs,
     finds the best one (highest val_accuracy), applies early stopping (Keras's rule: stop after
@@ -44,6 +58,12 @@ class EpochTracker:
     done: bool = False
     status: Status = Status.COMPLETED
     stopped_early: bool = False
+
+    def replay(self, history: dict[str, list[float]]) -> None:
+        """Feed a resumed run's earlier epochs, so best epoch and patience carry on as if unbroken."""
+        for e in range(len(history["loss"])):
+            seconds = history["seconds"][e] if e < len(history.get("seconds", [])) else 0.0
+            self.add({k: history[k][e] for k in METRICS}, seconds)
 
     def add(self, metrics: dict[str, float], seconds: float) -> tuple[bool, bool]:
         """Record one finished epoch. Returns (is_best, keep_going)."""
