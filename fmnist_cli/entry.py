@@ -1,17 +1,33 @@
 """The console script's entry point, kept free of imports: a Ctrl-C that lands while Typer, Rich or
 the rest of the CLI are still importing ends the command quietly (exit 130), not in a traceback."""
 
+import os
 import sys
+
+INTERRUPTED = 130
 
 
 def main() -> None:
     try:
         from .cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write("Interrupted.\n")
-        raise SystemExit(130) from None
-    try:
+
         cli_main()
-    except KeyboardInterrupt:   # between the commands' own handlers: still no traceback
+    except KeyboardInterrupt:   # while importing, or between the commands' own handlers
         sys.stderr.write("Interrupted.\n")
-        raise SystemExit(130) from None
+        _exit_now()
+    except SystemExit as done:
+        if done.code == INTERRUPTED:
+            _exit_now()
+        raise
+
+
+def _exit_now() -> None:
+    """After Ctrl-C everything worth keeping is saved: leave without the interpreter's teardown,
+    which with TensorFlow loaded takes a second or more, time a user who pressed Ctrl-C twice does
+    not want to wait."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(INTERRUPTED)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import fmnist, invoke, keras_tf, leftovers, read_json
+from helpers import assert_clean_error, fmnist, invoke, keras_tf, leftovers, read_json
 
 
 class Fmnist:
@@ -164,3 +164,152 @@ def test_signal_during_compare_then_resume_retrains_only_unfinished(processes, r
     again = invoke("compare", "--resume", record["id"], "--json")
     assert again.exit_code == 0
     assert [v["runs"][0] for v in read_json(record_path)["variants"]] == [sgd_id, new_adam]
+
+
+# --- prompt stops whatever the model size, start-up, second Ctrl-C -------------------------------------
+
+BIG = ("--hidden", "2000,2000", "--limit", "10000", "--epochs", "3")
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_ctrl_c_is_prompt_on_a_big_model(backend, processes, runs_dir):
+    """A 2000-2000 model: an epoch takes seconds, yet the stop comes within about 2 s (the fused
+    engine checks between segments of an epoch, fit between executions and validation batches)."""
+    if backend == "jax":
+        pytest.importorskip("jax")
+    p = processes("train", *BIG, "--backend", backend)
+    p.wait_for(r"^epoch 1/3 ")
+    time.sleep(0.5)   # well inside epoch 2
+    sent = time.monotonic()
+    p.proc.send_signal(signal.SIGINT)
+    p.wait_for(r"^Interrupted: kept 1 finished epoch")
+    stopped = time.monotonic() - sent   # training stopped and the run saved; then the process exits
+    rc, _ = p.signal_and_wait(0, limit=10)
+    assert rc == 130, p.output()
+    assert stopped <= 2.5, f"took {stopped:.1f}s to stop"
+    (run_dir,) = [d for d in runs_dir.iterdir() if d.is_dir()]
+    assert_interrupted_run(run_dir)
+    assert read_json(run_dir / "run.json")["epochs_run"] == 1
+
+
+def test_a_second_ctrl_c_exits_at_once_and_keeps_the_last_checkpoint(processes, runs_dir):
+    p = processes("train", *BIG)
+    p.wait_for(r"^epoch 1/3 ")
+    time.sleep(0.3)
+    p.proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)   # two signals sent together may arrive as one
+    rc, waited = p.signal_and_wait(signal.SIGINT)
+    assert rc == 130 and waited <= 1.5, (waited, p.output())
+    assert "Traceback" not in p.output()
+    (run_dir,) = [d for d in runs_dir.iterdir() if d.is_dir()]
+    info = read_json(run_dir / "run.json")
+    assert info["status"] == "interrupted" and info["model_epoch"] == 1
+    assert not leftovers(run_dir)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5])   # importing the CLI; loading TensorFlow and the data
+def test_ctrl_c_during_start_up_leaves_nothing(delay, runs_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist_cli", "train", "--limit", "500"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert time.monotonic() - sent < 2, "start-up went on after Ctrl-C"
+    assert "Traceback" not in out + err and "Interrupted" in err
+    assert not runs_dir.exists() or [p for p in runs_dir.iterdir() if not p.name.startswith(".")] == []
+
+
+# --- kill -9: checkpoints, resume, workers die with their parent -------------------------------------
+
+def test_kill_9_keeps_the_checkpoint_and_resume_gives_the_uninterrupted_numbers(processes, runs_dir, tmp_path):
+    """On the fused engine batch order comes from (seed, epoch): a run killed at any point and
+    resumed from its checkpoint gives exactly the numbers of a run never interrupted."""
+    pytest.importorskip("jax")
+    args = ("train", "--backend", "jax", "--hidden", "300", "--limit", "20000", "--epochs", "5", "--seed", "7")
+    p = processes(*args)
+    p.wait_for(r"^epoch 3/5 ")
+    p.proc.kill()
+    p.proc.wait()
+    (run_dir,) = [d for d in runs_dir.iterdir() if d.is_dir()]
+    listed = listed_runs()[run_dir.name]
+    assert listed["status"] == "crashed" and listed["model_epoch"] >= 1
+    assert len(read_json(run_dir / "history.json")["loss"]) >= listed["model_epoch"]
+
+    resumed = fmnist("train", "--resume", "latest", "--json", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = fmnist(*args, "--json", env={"FMNIST_RUNS_DIR": str(tmp_path / "whole")}, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    a, b = json.loads(resumed.stdout), json.loads(whole.stdout)
+    assert a["run_id"] == run_dir.name and a["status"] == "completed" and a["epochs_run"] == 5
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert a["history"][metric] == b["history"][metric], metric
+    keras = keras_tf()
+    import numpy as np
+
+    wa = keras.models.load_model(a["model_path"]).get_weights()
+    wb = keras.models.load_model(b["model_path"]).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+def test_resume_on_the_fit_engine_continues_to_the_configured_epochs(runs_dir):
+    """On `fit` a resumed run continues from the checkpoint's weights and optimizer state; Keras's
+    shuffle draws from a global generator, so its later epochs match an unbroken run only in spirit."""
+    from fmnist_cli import training
+    from fmnist_cli.config import RunConfig
+    from fmnist_cli.records import EpochEnd
+
+    config = RunConfig(limit=1000, epochs=4).validate()
+    seen = []
+
+    def on_event(event):
+        if isinstance(event, EpochEnd):
+            seen.append(event.epoch)
+
+    first = training.train(config, runs_dir, on_event=on_event, should_stop=lambda: len(seen) >= 2)
+    assert first.status == "interrupted" and first.epochs_run == 2
+    result = invoke("train", "--resume", first.run_id, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["status"] == "completed" and out["epochs_run"] == 4
+    assert out["history"]["loss"][:2] == first.history["loss"]
+    assert out["history"]["loss"][3] < out["history"]["loss"][0]
+    assert_clean_error(invoke("train", "--resume", first.run_id), 2, "nothing to resume")
+    assert_clean_error(invoke("train", "--resume", first.run_id, "--epochs", "9"), 2, "--epochs", "--resume")
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"   # a zombie has exited; only its parent's wait is missing
+
+
+def test_workers_die_with_their_parent(processes, runs_dir):
+    p = processes("compare", "sgd", "adam", "nadam", "--jobs", "2", "--epochs", "30", "--limit", "5000")
+    p.wait_for(r"epoch 1/30 ")
+    kids = _children(p.proc.pid)
+    assert len(kids) >= 3, kids   # the manager and two workers (and perhaps the resource tracker)
+    p.proc.kill()
+    p.proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.2)
+    assert not [k for k in kids if _alive(k)], "orphaned workers still running"
+    # What they finished stays: their runs are interrupted with their epochs, not left `running`
+    runs = listed_runs()
+    assert runs and all(r["status"] in ("interrupted", "crashed", "completed") for r in runs.values()), runs

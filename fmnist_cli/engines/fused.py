@@ -208,6 +208,9 @@ def _run_epochs(configs, split, states, programs, segments, trackers, steps, on_
                 interrupted = True
                 break
             carry, loss_sums, correct_sums = segment(carry, idx, mask, XS, YS, bounds)
+            # JAX dispatches asynchronously: without this wait every segment would be queued before
+            # a stop could be seen, and the stop would come at the end of the epoch.
+            loss_sums.block_until_ready()
             losses.append(loss_sums)
             corrects.append(correct_sums)
             for k in active:
