@@ -13,7 +13,7 @@ from .store import RunStore
 
 
 @dataclass
-class Plan:
+class Removal:
     runs: list[RunInfo] = field(default_factory=list)
     comparisons: list[str] = field(default_factory=list)   # records removed whole
     leftovers: list[Path] = field(default_factory=list)    # temporary files of interrupted saves
@@ -23,24 +23,22 @@ class Plan:
         return not (self.runs or self.comparisons or self.leftovers)
 
     def describe(self) -> str:
-        parts = [f"{len(self.runs)} run(s)"]
-        if self.comparisons:
-            parts.append(f"{len(self.comparisons)} comparison(s)")
-        if self.leftovers:
-            parts.append(f"{len(self.leftovers)} leftover file(s)")
-        return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+        counts = ((len(self.runs), "run(s)"), (len(self.comparisons), "comparison(s)"),
+                  (len(self.leftovers), "leftover file(s)"))
+        parts = [f"{n} {what}" for n, what in counts if n]
+        return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "nothing"
 
     def to_json(self) -> dict:
         return {"runs": [r.id for r in self.runs], "comparisons": list(self.comparisons),
                 "leftovers": [str(p) for p in self.leftovers]}
 
 
-def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: str | None = None) -> Plan:
+def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: str | None = None) -> Removal:
     if not refs and not broken and comparison is None:
         raise UsageError("Name the runs to remove, or use --broken or --comparison ID "
                          "(see `fmnist runs rm --help`).")
     chosen: dict[str, RunInfo] = {}
-    out = Plan()
+    out = Removal()
     for ref in refs:
         run_dir = store.resolve_run(ref)
         chosen[run_dir.name] = store.load_run(run_dir)
@@ -69,16 +67,19 @@ def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: 
     return out
 
 
-def apply(store: RunStore, plan: Plan) -> None:
+def apply(store: RunStore, plan: Removal) -> None:
     """Comparisons that keep living get their removed runs' slots emptied (under their lock, so a
     comparison being trained is refused before anything is removed); then everything goes."""
     removed = {r.id for r in plan.runs}
-    touched = [c for c in store.list_comparisons() if not c.broken and c.id not in plan.comparisons
+    touched = [c.id for c in store.list_comparisons() if not c.broken and c.id not in plan.comparisons
                and any(run_id in removed for v in c.variants for run_id in v.runs)]
     with contextlib.ExitStack() as locks:
-        for cid in plan.comparisons + [c.id for c in touched]:
+        for cid in plan.comparisons + touched:
             locks.enter_context(store.comparison_lock(cid))
-        for record in touched:
+        for cid in touched:
+            record = store.read_comparison(cid)   # again, under the lock: a trainer may have moved on
+            if record.broken:
+                continue
             for variant in record.variants:
                 variant.runs = [None if run_id in removed else run_id for run_id in variant.runs]
             store.save_comparison(record)

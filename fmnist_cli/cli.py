@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from . import __version__
 from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_optimizer
@@ -51,7 +52,7 @@ def guarded(func):
         except FmnistError as err:
             if STATE["debug"]:
                 raise
-            report.err.print(f"[red]Error:[/] {err}", highlight=False, soft_wrap=True)
+            report.err.print(f"[red]Error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             report.err.print("Interrupted.")
@@ -67,7 +68,7 @@ def guarded(func):
         except Exception as err:
             if STATE["debug"]:
                 raise
-            report.err.print(f"[red]Unexpected error:[/] {type(err).__name__}: {err}\n"
+            report.err.print(f"[red]Unexpected error:[/] {type(err).__name__}: {escape(str(err))}\n"
                              "Run again with --debug (or FMNIST_DEBUG=1) for the traceback, and "
                              "please report it.", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
@@ -237,13 +238,13 @@ def evaluate(
     store = RunStore.at(runs_dir)
     run_dir = store.resolve_run(run)
     result = evaluation.evaluate(store, run_dir, split, data_dir, backend)
-    if not result.stored:
-        report.err.print(f"[yellow]Warning:[/] the result was not stored in the run: {result.store_error}",
-                         highlight=False, soft_wrap=True)
-    if json_out:
+    if json_out:   # the result first: a warning that fails to print must not cost it
         report.print_json(result)
     else:
         report.evaluation(result, report.out)
+    if not result.stored:
+        report.err.print(f"[yellow]Warning:[/] this result was not stored: {escape(result.store_error or '')}",
+                         highlight=False, soft_wrap=True)
 
 
 @command()
@@ -361,6 +362,7 @@ def remove_runs(
     report.removal_plan(plan, report.err)
     if not yes:
         if not typer.confirm("Remove them?", default=False, err=True):
+            report.err.print("Nothing removed.", highlight=False)
             raise typer.Exit(1)
     cleanup.apply(store, plan)
     if json_out:

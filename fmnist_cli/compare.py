@@ -168,7 +168,7 @@ def check_resumable(store: RunStore, record: ComparisonRecord) -> None:
     """Busy when another process trains the comparison or one of its runs; `execute` enforces the
     same under its lock, this only lets the CLI say so before it prints anything."""
     with store.comparison_lock(record.id):
-        pending_slots(store, store.read_comparison(record.id) if record.id else record)
+        pending_slots(store, store.read_comparison(record.id))
 
 
 def make_units(root: Path, todo, data_dir) -> list[tuple[list, list]]:
@@ -263,8 +263,10 @@ def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
         variants.append(VariantSummary(label=variant.label, settings=variant.settings, runs=slot_list,
                                        status=_variant_status(slot_list), n=agg["n"], of=record.repeats,
                                        aggregate=agg))
+    # Complete variants compete first: a mean over fewer seeds is not a fair match for one over all.
     ok = [v for v in variants if v.aggregate["best_val_accuracy"]["mean"] is not None
-          and v.status in (Status.COMPLETED, Status.INCOMPLETE)]
+          and v.status == Status.COMPLETED] or [v for v in variants if v.status == Status.INCOMPLETE
+                                                and v.aggregate["best_val_accuracy"]["mean"] is not None]
     best = max(ok, key=lambda v: v.aggregate["best_val_accuracy"]["mean"]).label if ok else None
     complete = all(v.status in FINISHED for v in variants)
     return ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
@@ -322,6 +324,9 @@ def aggregate(slot_list: list[SlotSummary]) -> dict:
 def csv_rows(summary: ComparisonSummary) -> list[dict]:
     rows = []
     for v in summary.variants:
+        if not v.aggregate["epochs"]:   # no seed has figures yet: one row, so the variant still shows
+            rows.append({"comparison": summary.comparison_id, "variant": v.label, "epoch": None, "n": 0, "of": v.of})
+            continue
         pe = v.aggregate["per_epoch"]
         for e in range(v.aggregate["epochs"]):
             row = {"comparison": summary.comparison_id, "variant": v.label, "epoch": e + 1,

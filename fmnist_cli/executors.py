@@ -155,4 +155,7 @@ def _worker(configs, root, data_dir, events, stop):
         return None
     signal.signal(signal.SIGINT, lambda *a: flag.event.set())
     signal.signal(signal.SIGTERM, lambda *a: flag.event.set())
-    return train_group(configs, root, data_dir, send, stopped)
+    try:
+        return train_group(configs, root, data_dir, send, stopped)
+    finally:   # an idle pool process dies of SIGTERM again (the parent-death signal among them)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -14,12 +14,21 @@ import dataclasses
 import enum
 import functools
 import math
+import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 FORMAT = 1   # written into every stored record; bump it when a key changes meaning
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# date-time-name-random: what the store makes; a comparison slot naming anything else is damaged
+RUN_ID_RE = re.compile(r"^\d{8}-\d{6}-[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def first_clause(message: str) -> str:
+    """A message's first sentence without its stop, to embed in another sentence."""
+    return re.split(r"(?<=[.!?])\s", message.strip(), maxsplit=1)[0].rstrip(".")
 
 
 class Status(str, enum.Enum):
@@ -65,7 +74,7 @@ def _convert(value, hint, where: str):
     """`value` read as type `hint` (the dataclass annotation), or Broken saying what is wrong."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
@@ -121,14 +130,12 @@ class Record:
     """Mixin for the stored and printed records: `to_json`, tolerant `from_json`, a `broken` reason."""
 
     REQUIRED: ClassVar[tuple[str, ...]] = ()
-    STORED: ClassVar[bool] = True     # stored records carry `format`; printed-only ones need not
 
     def to_json(self) -> dict:
         out = {}
         for f in dataclasses.fields(self):
-            if f.name == "broken":
-                continue
-            out[f.name] = _plain(getattr(self, f.name))
+            if f.name != "broken":   # why a record read back is damaged: not part of its format
+                out[f.name] = _plain(getattr(self, f.name))
         return out
 
     @classmethod
@@ -253,7 +260,6 @@ class RunInfo(Record):
     """Everything known about one run, as listings show it: `fmnist runs --json` prints these
     (without the history). Built by the store from the run's files; never raises."""
 
-    STORED: ClassVar = False
 
     id: str
     run_dir: str
@@ -263,33 +269,33 @@ class RunInfo(Record):
     history: dict | None = None
     model_path: str | None = None
     reason: str | None = None           # why the run is broken
-    broken: str | None = None
 
     @property
     def created(self) -> str:
-        return (self.record.created if self.record else None) or ""
+        """For sorting: run.json's time, else the one in the id, so a broken run sorts in its place."""
+        if self.record and self.record.created:
+            return self.record.created
+        m = re.match(r"^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})", self.id)
+        return "{}-{}-{}T{}:{}:{}".format(*m.groups()) if m else ""
 
     def get(self, key, default=None):
         """A run.json field (best_val_accuracy, seconds, ...) or `default`."""
         value = getattr(self.record, key, None) if self.record else None
         return default if value is None else value
 
-    def to_json(self, history: bool = False) -> dict:
+    def to_json(self) -> dict:
+        """The history is left out: listings stay small (`compare --show --json` carries histories)."""
         record = self.record or RunRecord(id=self.id)
         fields = {k: v for k, v in record.to_json().items() if k not in ("id", "status", "format")}
-        out = {"id": self.id, "run_dir": self.run_dir, "status": self.status.value, **fields,
-               "config": self.config.to_dict() if self.config is not None else None,
-               "model_path": self.model_path, "reason": self.reason}
-        if history:
-            out["history"] = self.history
-        return out
+        return {"id": self.id, "run_dir": self.run_dir, "status": self.status.value, **fields,
+                "config": self.config.to_dict() if self.config is not None else None,
+                "model_path": self.model_path, "reason": self.reason}
 
 
 @dataclass(kw_only=True)
 class RunResult(Record):
     """What `fmnist train --json` prints: the run's summary after training."""
 
-    STORED: ClassVar = False
 
     run_id: str
     run_dir: str
@@ -306,7 +312,6 @@ class RunResult(Record):
     stopped_early: bool = False
     message: str | None = None
     model_epoch: int | None = None
-    broken: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -314,7 +319,6 @@ class EvaluationResult(Record):
     """What `fmnist evaluate --json` prints. `stored` is false when run.json could not take it (a
     read-only or full disk); `store_error` then says why, and the numbers are still all here."""
 
-    STORED: ClassVar = False
 
     run_id: str
     run_dir: str
@@ -328,7 +332,6 @@ class EvaluationResult(Record):
     evaluated: str
     stored: bool = False
     store_error: str | None = None
-    broken: str | None = None
 
 
 # --- comparisons ----------------------------------------------------------------------------------
@@ -350,7 +353,10 @@ class VariantSpec(Record):
 
         problem = config_problem(self.config)
         if problem:
-            raise Broken(f"variant {self.label!r} has an unusable config ({problem})")
+            raise Broken(f"variant {self.label!r} has an unusable config ({first_clause(problem)})")
+        for run_id in self.runs:
+            if run_id is not None and not RUN_ID_RE.match(run_id):
+                raise Broken(f"variant {self.label!r} names a run {describe(run_id)} that is not a run id")
 
     @property
     def run_config(self):
@@ -402,7 +408,6 @@ class ComparisonRecord(Record):
 class SlotSummary(Record):
     """One (variant, repeat) slot as `compare --show --json` prints it."""
 
-    STORED: ClassVar = False
 
     run_id: str | None
     repeat: int
@@ -414,14 +419,12 @@ class SlotSummary(Record):
     seconds: float | None = None
     group_size: int = 1
     history: dict | None = None
-    broken: str | None = None
 
 
 @dataclass(kw_only=True)
 class VariantSummary(Record):
     """A variant's runs and the figures aggregated over them: `n` of `of` seeds are covered."""
 
-    STORED: ClassVar = False
 
     label: str
     settings: dict
@@ -430,14 +433,12 @@ class VariantSummary(Record):
     n: int            # seeds the figures cover
     of: int           # seeds asked for
     aggregate: dict   # per_epoch, final, best_val_accuracy, best_epoch, seconds_per_epoch (mean/std/n)
-    broken: str | None = None
 
 
 @dataclass(kw_only=True)
 class ComparisonSummary(Record):
     """What `fmnist compare --json` and `--show --json` print."""
 
-    STORED: ClassVar = False
 
     comparison_id: str
     created: str | None
@@ -446,7 +447,6 @@ class ComparisonSummary(Record):
     variants: list[VariantSummary]
     best_variant: str | None
     status: Status     # completed, or incomplete when a slot is missing, broken, failed or interrupted
-    broken: str | None = None
 
     @property
     def incomplete(self) -> list[VariantSummary]:

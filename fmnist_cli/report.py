@@ -11,6 +11,7 @@ import sys
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -236,7 +237,7 @@ def runs_table(records: list[dict], console: Console) -> None:
         short = r.config.short() if r.config is not None else "?"
         test = r.get("evaluations", {}).get("test")
         when = r.created[5:16].replace("T", " ")
-        table.add_row(r.id, when, short, fmt(r.get("best_val_accuracy")), fmt(test.accuracy if test else None),
+        table.add_row(escape(r.id), when, escape(short), fmt(r.get("best_val_accuracy")), fmt(test.accuracy if test else None),
                       colored(r.status), fmt(r.get("seconds"), 1))
     console.print(table)
     broken = [r for r in records if r.status == Status.BROKEN]
@@ -261,7 +262,7 @@ def comparison_list(records, console: Console) -> None:
     """`fmnist compare --list`: one line per comparison; a damaged one says why."""
     for c in records:
         if c.broken:
-            console.print(f"{c.id}  [red]broken[/]: {c.broken}", highlight=False, soft_wrap=True)
+            console.print(f"{escape(c.id)}  [red]broken[/]: {escape(c.broken)}", highlight=False, soft_wrap=True)
         else:
             console.print(f"{c.id}  repeats {c.repeats}  {', '.join(c.labels)}", highlight=False, markup=False)
 
@@ -333,7 +334,7 @@ class CompareDisplay(LiveDisplay):
             table.add_column(col, justify=j)
         for label in self.labels:
             r = self.rows[label]
-            table.add_row(label, f"{r['done']}/{self.repeats}", str(r["epoch"]), fmt(r["val_accuracy"]),
+            table.add_row(escape(label), f"{r['done']}/{self.repeats}", str(r["epoch"]), fmt(r["val_accuracy"]),
                           fmt(r["best"]), r["status"])
         return Group(table, self.progress)
 
@@ -401,13 +402,13 @@ def comparison_table(summary, console: Console) -> None:
         best_epoch = agg["best_epoch"]["mean"]
         best = pm(agg["best_val_accuracy"]) + (f" @{best_epoch:.3g}" if best_epoch is not None else "")
         seeds = [f"{v.n} of {v.of}"] if show_seeds else []
-        table.add_row(("★ " if is_best else "  ") + v.label, *seeds, pm(final["loss"]), pm(final["accuracy"]),
+        table.add_row(("★ " if is_best else "  ") + escape(v.label), *seeds, pm(final["loss"]), pm(final["accuracy"]),
                       pm(final["val_loss"]), pm(final["val_accuracy"]), best, pm(agg["seconds_per_epoch"], 2),
                       sparkline(agg["per_epoch"]["val_accuracy"]["mean"], lo, hi), colored(v.status),
                       style="bold" if is_best else None)
     console.print(table)
     if summary.best_variant:
-        console.print(f"★ best: {summary.best_variant} (highest best val_accuracy"
+        console.print(f"★ best: {escape(summary.best_variant)} (highest best val_accuracy"
                       f"{', mean over seeds' if n > 1 else ''}). Curves span {lo:.4f}-{hi:.4f}.", highlight=False)
     for v in summary.variants:
         for r in v.runs:

@@ -28,9 +28,11 @@ from typing import Iterator
 
 from .config import RunConfig
 from .errors import BrokenRecord, Busy, RunNotFound, StorageError, UsageError
-from .records import FINISHED, Broken, ComparisonRecord, RunInfo, RunRecord, Status, check_history
+from .records import (FINISHED, RUN_ID_RE, Broken, ComparisonRecord, RunInfo, RunRecord, Status, check_history,
+                      first_clause)
 
 COMPARISONS = "comparisons"   # sub-folder of the runs dir that holds comparison records
+RUN_FILES = {"config.json", "run.json", "history.json", "model.keras", ".lock"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STALE_SECONDS = 60            # a temporary file this old belongs to a write that will never finish
 
@@ -68,7 +70,16 @@ def atomic_write_text(path: Path, text: str, *, exclusive: bool = False, durable
             if durable:
                 os.fsync(fh.fileno())
         if exclusive:
-            os.link(tmp, path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError as err:   # a file system without hard links: claim with O_EXCL, then fill
+                if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                os.replace(tmp, path)
+                tmp = None
         else:
             os.replace(tmp, path)
             tmp = None
@@ -101,7 +112,7 @@ def _read(path: Path, what: str):
         return None, f"{what} is a folder"
     except (OSError, UnicodeDecodeError) as err:
         return None, f"{what} cannot be read ({type(err).__name__})"
-    except ValueError:
+    except (ValueError, RecursionError):   # RecursionError: JSON nested thousands deep
         size = path.stat().st_size if path.is_file() else 0
         return None, f"{what} is {'empty' if size == 0 else 'not valid JSON'}"
 
@@ -208,11 +219,11 @@ class RunStore:
                 raise storage_error(err, self.root) from None
         else:
             raise StorageError(f"Could not find a free run id in {self.root}.")
-        try:
-            atomic_write_json(run_dir / "config.json", config.to_dict())
+        try:   # run.json first: from then on the folder lists as `running` (its process is alive)
             record = RunRecord(id=run_id, status=Status.RUNNING, created=now(), pid=os.getpid(),
                                host=socket.gethostname(), comparison=config.comparison)
             atomic_write_json(run_dir / "run.json", record.to_json())
+            atomic_write_json(run_dir / "config.json", config.to_dict())
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
@@ -237,9 +248,8 @@ class RunStore:
     def update_run(self, run_dir: Path, **fields) -> RunRecord:
         """Set fields of run.json. A damaged run.json is rebuilt rather than blocking the write."""
         with self._locked(run_dir):
+            # A damaged run.json is rebuilt from what of it still reads (from_json keeps good fields).
             record = self.read_record(run_dir)
-            if record.broken:
-                record = RunRecord(id=run_dir.name, status=record.status if record.status else Status.RUNNING)
             record = RunRecord.from_json({**record.to_json(), **_plain_fields(fields)})
             if record.broken:   # a programming error: never write a record we could not read back
                 raise ValueError(f"update_run({fields}): {record.broken}")
@@ -296,7 +306,7 @@ class RunStore:
             try:
                 return RunConfig.from_dict(data)
             except UsageError as err:
-                reason = f"config.json is unusable ({str(err).rstrip('.')})"
+                reason = f"config.json is unusable ({first_clause(str(err))})"
         raise BrokenRecord(f"Run {run_dir.name} cannot be rebuilt: its {reason}; remove it with "
                            f"`fmnist runs rm {run_dir.name}`.")
 
@@ -342,7 +352,7 @@ class RunStore:
             try:
                 config = RunConfig.from_dict(config_data)
             except UsageError as err:
-                config_reason = f"config.json is unusable ({str(err).rstrip('.')})"
+                config_reason = f"config.json is unusable ({first_clause(str(err))})"
         reason = record.broken or config_reason
         history = None
         try:
@@ -359,23 +369,28 @@ class RunStore:
             reason = "history.json is missing"
         if not reason and status == Status.COMPLETED and model_path is None and history and history["loss"]:
             reason = "model.keras is missing"
+        if status == Status.RUNNING and reason == "config.json is missing" and record.broken is None:
+            reason = None   # being created this instant: run.json is written first
         if reason and not (run_dir / "config.json").exists() and not (run_dir / "run.json").exists():
             # A folder whose start failed before its files were written; one being made right now
             # (another process between mkdir and its first write) is young, and shown as running.
             if not _stale(run_dir):
                 status, reason = Status.RUNNING, None
             else:
-                reason = "an empty run folder (its start failed before anything was saved)"
+                reason = "a run folder without its files (its start failed before they were saved)"
         if reason:
             status = Status.BROKEN
         return RunInfo(id=run_dir.name, run_dir=str(run_dir), status=status, record=None if record.broken else record,
                        config=config, history=history, model_path=model_path, reason=reason)
 
     def _run_dirs(self) -> list[Path]:
+        """Folders that are runs: named like a run id, or holding a run's files. Anything else a user
+        keeps in the runs folder is none of our business, and is never listed or removed."""
         if not self.root.is_dir():
             return []
         return [p for p in self.root.iterdir()
-                if p.name != COMPARISONS and not p.name.startswith(".") and p.is_dir()]
+                if p.name != COMPARISONS and not p.name.startswith(".") and p.is_dir() and not p.is_symlink()
+                and (RUN_ID_RE.match(p.name) or (p / "run.json").exists() or (p / "config.json").exists())]
 
     def list_runs(self, comparison: str | None = None, clean: bool = True) -> list[RunInfo]:
         """All runs, newest first. Never raises on a single bad folder. Leftovers of interrupted
@@ -395,10 +410,18 @@ class RunStore:
         return runs
 
     def _clean(self, run_dir: Path) -> None:
+        for p in self._leftovers_in(run_dir):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+    @staticmethod
+    def _leftovers_in(run_dir: Path) -> list[Path]:
+        """Temporary files of interrupted saves in a run that is not running: a model's at once (only
+        the training process writes one), any other once it is stale (an `evaluate` may be writing)."""
         with contextlib.suppress(OSError):
-            for p in run_dir.iterdir():
-                if _is_leftover(p.name) and (p.name.startswith(".model-") or _stale(p)):
-                    p.unlink()
+            return [p for p in run_dir.iterdir()
+                    if _is_leftover(p.name) and (p.name.startswith(".model-") or _stale(p))]
+        return []
 
     def _clean_root(self) -> None:
         """Stale temporary files and the remains of removals that were themselves interrupted."""
@@ -411,11 +434,11 @@ class RunStore:
                         p.unlink()
 
     def leftovers(self) -> list[Path]:
-        """Temporary files in runs that are not running (what `runs rm --broken` also removes)."""
+        """Temporary files of interrupted saves in runs that are not running (`runs rm --broken`)."""
         out = []
         for run_dir in self._run_dirs():
-            with contextlib.suppress(OSError):
-                out += [p for p in run_dir.iterdir() if _is_leftover(p.name)]
+            if self.load_run(run_dir).status != Status.RUNNING:
+                out += self._leftovers_in(run_dir)
         return out
 
     def resolve_run(self, ref: str | None, latest: tuple[Status, ...] = (Status.COMPLETED, Status.INTERRUPTED)) -> Path:
@@ -444,7 +467,13 @@ class RunStore:
         return self.root / name
 
     def remove_run(self, run_dir: Path) -> None:
-        """Remove a run at once for every reader: renamed out of sight first, then deleted."""
+        """Remove a run at once for every reader: renamed out of sight first, then deleted. A folder
+        holding files fmnist does not write is refused: those are the user's."""
+        with contextlib.suppress(OSError):
+            foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not _is_leftover(p.name))
+            if foreign:
+                raise StorageError(f"{run_dir.resolve()} holds files fmnist did not write ({', '.join(foreign[:3])}); "
+                                   "remove it by hand if it should go.")
         trash = self.root / f".trash-{run_dir.name}-{secrets.token_hex(3)}"
         try:
             os.rename(run_dir, trash)
@@ -494,11 +523,12 @@ class RunStore:
     def resolve_comparison(self, ref: str | None) -> str:
         ids = self.comparison_ids()
         ref = (ref or "").strip()
-        if ref == "latest":
-            if not ids:
-                raise RunNotFound(f"There are no comparisons in {self.root}; start one with "
+        if ref == "latest":   # the newest usable one, as for runs
+            usable = [cid for cid in reversed(ids) if not self.read_comparison(cid).broken]
+            if not usable:
+                raise RunNotFound(f"There are no usable comparisons in {self.root}; start one with "
                                   "`fmnist compare sgd rmsprop adam`.")
-            return ids[-1]
+            return usable[0]
         return resolve_ref(ref, ids, "comparison", "fmnist compare --list")
 
     def load_comparison(self, ref: str | None) -> ComparisonRecord:
@@ -506,8 +536,8 @@ class RunStore:
         cid = self.resolve_comparison(ref)
         record = self.read_comparison(cid)
         if record.broken:
-            raise BrokenRecord(f"Comparison {cid} is broken ({record.broken}); remove it with "
-                               f"`fmnist runs rm --comparison {cid}`.")
+            raise BrokenRecord(f"Comparison {cid} is broken ({first_clause(record.broken)}); `fmnist runs rm --broken` "
+                               "removes its record and leaves its runs.")
         return record
 
     def list_comparisons(self) -> list[ComparisonRecord]:
@@ -537,10 +567,15 @@ class RunStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def remove_comparison(self, cid: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._comparison_path(cid).unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (self.comparisons_dir / f".{cid}.lock").unlink()
+        path = self._comparison_path(cid)
+        try:
+            if path.is_dir() and not path.is_symlink():   # "the record is a folder": a broken one
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            (self.comparisons_dir / f".{cid}.lock").unlink(missing_ok=True)
+        except OSError as err:
+            raise storage_error(err, path) from None
 
     def finished_runs_of(self, cid: str) -> dict[tuple[str, int], RunInfo]:
         """(variant label, repeat) -> the newest finished run a comparison's slot has, whether or not

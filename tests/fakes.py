@@ -54,9 +54,10 @@ class FakeEngine:
         self.stop_after = None     # epochs after which should_stop is treated as set (a Ctrl-C)
         self.fail = None           # an exception to raise instead of training
 
-    def train(self, configs, split, on_event, should_stop):
+    def train(self, configs, split, on_event, should_stop, checkpoint=None, starts=None):
         if self.fail:
             raise self.fail
+        checkpoint = checkpoint or (lambda *a: None)
         outcomes = []
         for member, config in enumerate(configs):
             self.trained.append(config)
@@ -76,6 +77,7 @@ class FakeEngine:
                 if tracker.status == Status.DIVERGED:
                     break
                 on_event(EpochEnd(member=member, epoch=e + 1, **metrics, seconds=0.01, is_best=is_best))
+                checkpoint(member, e + 1, tracker.history, is_best, lambda: FakeModel(config))
                 if not keep_going:
                     break
             status = tracker.status if tracker.status == Status.DIVERGED else (

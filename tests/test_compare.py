@@ -125,10 +125,10 @@ def test_diverging_variant_is_marked_and_others_go_on():
 def test_a_failing_variant_is_marked_and_others_go_on(monkeypatch, fake_engine):
     real = fake_engine.train
 
-    def flaky(configs, *a):
+    def flaky(configs, *a, **kw):
         if configs[0].optimizer.name == "adagrad":
             raise RuntimeError("simulated engine failure")
-        return real(configs, *a)
+        return real(configs, *a, **kw)
 
     monkeypatch.setattr(fake_engine, "train", flaky)
     out = compare_json("adagrad", "adam", *SMALL, codes=(1,))   # a failed run makes the comparison fail

@@ -25,7 +25,7 @@ def a_run_record() -> RunRecord:
 def a_comparison() -> ComparisonRecord:
     config = RunConfig().to_dict()
     return ComparisonRecord(id="20261128-101500-cmp-1a2b", created="t", argv=["compare", "sgd"], base=config,
-                            repeats=2, variants=[VariantSpec(label="sgd", settings={}, config=config, runs=["r1", None])])
+                            repeats=2, variants=[VariantSpec(label="sgd", settings={}, config=config, runs=["20261128-101500-sgd-relu-1a2b", None])])
 
 
 def test_records_round_trip_through_json():

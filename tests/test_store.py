@@ -90,14 +90,12 @@ def test_a_damaged_comparison_record_breaks_only_itself(runs_dir, content):
     items = json.loads(invoke("compare", "--list", "--json").stdout)
     assert [i["status"] for i in items] == ["broken", None] and items[0]["reason"]
     assert invoke("compare", "--list").exit_code == 0
-    # aimed at it: one sentence, exit 2
-    for args in (["compare", "--show", "latest"], ["compare", "--resume", "latest"], ["runs", "-c", "latest"]):
-        if args[0] == "runs":
-            result = invoke(*args)
-            assert result.exit_code == 0   # listing the runs of a comparison does not need its record
-        else:
-            assert_clean_error(invoke(*args), 2, "broken")
-    assert invoke("compare", "--show", good).exit_code == 0
+    # aimed at it: one sentence, exit 2; `latest` is the newest usable one
+    for args in (["compare", "--show", bad], ["compare", "--resume", bad]):
+        assert_clean_error(invoke(*args), 2, "broken", "runs rm --broken")
+    assert invoke("runs", "-c", bad).exit_code == 0   # listing its runs does not need its record
+    shown = json.loads(invoke("compare", "--show", "latest", "--json").stdout)
+    assert shown["comparison_id"] == good
 
 
 def test_comparison_ids_resolve_like_run_ids(runs_dir):
@@ -266,7 +264,7 @@ def test_an_empty_run_folder_is_listed_broken_and_removable(runs_dir):
     old = time.time() - 3600
     os.utime(empty, (old, old))
     runs = {r["id"]: r for r in listed()}
-    assert runs[empty.name]["status"] == "broken" and "empty run folder" in runs[empty.name]["reason"]
+    assert runs[empty.name]["status"] == "broken" and "without its files" in runs[empty.name]["reason"]
     assert invoke("runs", "rm", "--broken", "--yes").exit_code == 0
     assert not empty.exists() and len(listed()) == 1
 
