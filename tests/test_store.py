@@ -408,3 +408,91 @@ def test_a_damaged_run_json_is_rebuilt_by_the_next_update(runs_dir):
     (run_dir / "run.json").write_text("[")
     store.update_run(run_dir, status=Status.COMPLETED)
     assert store.read_record(run_dir).status == Status.COMPLETED
+
+
+# --- from the review: what a damaged or foreign file must never do --------------------------------------
+
+def test_markup_in_messages_and_files_is_printed_as_text(runs_dir):
+    assert_clean_error(invoke("train", "--optimizer", "[/]"), 2, "Unknown optimizer '[/]'")
+    run = train()
+    edit_json(Path(run["run_dir"]) / "run.json", seconds="[/]")
+    assert invoke("runs").exit_code == 0
+    cid = compare("sgd")["comparison_id"]
+    path = runs_dir / "comparisons" / f"{cid}.json"
+    record = read_json(path)
+    record["variants"][0]["label"] = "x[/]"
+    record["variants"][0]["config"]["optimizer"]["name"] = "[bold]nope"
+    path.write_text(json.dumps(record))
+    listing = invoke("compare", "--list")
+    assert listing.exit_code == 0 and "[bold]nope" in listing.stdout
+    assert_clean_error(invoke("compare", "--show", cid), 2, "[bold]nope")
+
+
+def test_rm_never_touches_folders_that_are_not_runs(runs_dir):
+    train()
+    mine = runs_dir / "my-plots"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    old = time.time() - 7200
+    os.utime(mine, (old, old))
+    assert all(r["id"] != "my-plots" for r in listed())
+    assert invoke("runs", "rm", "--broken", "--yes").exit_code == 0
+    assert (mine / "notes.txt").read_text() == "keep me"
+    # a run folder holding a user's file is refused, not emptied
+    run_dir = Path(train()["run_dir"])
+    (run_dir / "notes.txt").write_text("mine")
+    assert_clean_error(invoke("runs", "rm", run_dir.name, "--yes"), 1, "did not write", "notes.txt")
+    assert (run_dir / "notes.txt").exists()
+
+
+def test_a_comparison_slot_naming_a_path_is_broken_and_nothing_outside_is_removed(runs_dir):
+    precious = runs_dir.parent / "precious"
+    precious.mkdir()
+    (precious / "x").write_text("x")
+    cid = compare("sgd")["comparison_id"]
+    path = runs_dir / "comparisons" / f"{cid}.json"
+    record = read_json(path)
+    record["variants"][0]["runs"][0] = "../precious"
+    path.write_text(json.dumps(record))
+    items = json.loads(invoke("compare", "--list", "--json").stdout)
+    assert items[0]["status"] == "broken" and "not a run id" in items[0]["reason"]
+    invoke("runs", "rm", "--comparison", cid, "--yes")
+    invoke("runs", "rm", "--broken", "--yes")
+    assert (precious / "x").exists()
+
+
+def test_leftovers_of_a_run_still_training_are_kept(runs_dir):
+    run = train()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        edit_json(Path(run["run_dir"]) / "run.json", status="running", pid=sleeper.pid)
+        model_tmp = Path(run["run_dir"]) / ".model-1234.keras"
+        model_tmp.write_bytes(b"x")
+        assert invoke("runs", "rm", "--broken", "--yes").exit_code == 0
+        listed()
+        assert model_tmp.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_odd_files_where_records_should_be(runs_dir):
+    run = train()
+    (Path(run["run_dir"]) / "run.json").write_text("[" * 200_000)   # nested past Python's recursion limit
+    assert {r["run_dir"]: r for r in listed()}[run["run_dir"]]["status"] == "broken"
+    (runs_dir / "comparisons").mkdir(exist_ok=True)
+    (runs_dir / "comparisons" / "20261128-000000-cmp-dir0.json").mkdir()
+    items = json.loads(invoke("compare", "--list", "--json").stdout)
+    assert items[0]["status"] == "broken" and "folder" in items[0]["reason"]
+    result = invoke("runs", "rm", "--broken", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert not (runs_dir / "comparisons" / "20261128-000000-cmp-dir0.json").exists()
+
+
+def test_a_broken_run_keeps_its_place_in_the_listing(runs_dir):
+    older = train()["run_id"]
+    time.sleep(1.1)
+    newer = train()
+    edit_json(Path(newer["run_dir"]) / "run.json", seconds="fast")
+    ids = [r["id"] for r in listed("-n", "1")]
+    assert ids == [newer["run_id"]] and older not in ids
