@@ -58,6 +58,11 @@ def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: 
                 chosen.setdefault(info.id, info)
         out.comparisons += [c.id for c in store.list_comparisons() if c.broken and c.id not in out.comparisons]
         out.leftovers = [p for p in store.leftovers() if p.parent.name not in chosen]
+    for info in chosen.values():
+        foreign = store.foreign_files(Path(info.run_dir))
+        if foreign:
+            raise UsageError(f"{Path(info.run_dir).resolve()} holds files fmnist did not write "
+                             f"({', '.join(foreign[:3])}); remove it by hand if it should go.")
     running = [r for r in chosen.values() if r.status == Status.RUNNING]
     if running:
         pid = running[0].get("pid")

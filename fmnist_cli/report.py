@@ -6,31 +6,50 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
+from dataclasses import dataclass, field
 
 from rich import box
-from rich.console import Console, Group
+from rich.cells import cell_len
+from rich.console import Console, ConsoleDimensions, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .records import COLORS, METRICS, EpochEnd, EpochStart, Plan, Record, RunDone, Status, Step
 
 
-def _console(stderr: bool) -> Console:
-    # Rich wraps at 80 columns when not on a terminal; logs and pipes read better unwrapped.
-    # No `file=`: Rich then writes to whatever sys.stdout/stderr is at the time (tests swap them).
-    stream = sys.stderr if stderr else sys.stdout
-    try:
-        width = None if stream.isatty() else max(int(os.environ.get("COLUMNS") or 160), 40)
-    except ValueError:   # COLUMNS=abc: ignore it, as Rich itself does
-        width = 160
-    return Console(stderr=stderr, width=width)
+class StdConsole(Console):
+    """The console of stdout or stderr: it writes to whatever sys.stdout/stderr is at the time (tests
+    swap them) and reads its width at the time too: a terminal's own width in a terminal; $COLUMNS
+    (default 160) for pipes and files, where Rich would wrap at 80 and logs read better unwrapped."""
+
+    def __init__(self, stderr: bool):
+        super().__init__(stderr=stderr)
+        self._width = self._height = None   # Rich froze $COLUMNS and $LINES here; read them per call
+
+    def _size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        try:
+            tty = self.file.isatty()
+        except (AttributeError, ValueError):   # no isatty, or a closed file
+            tty = False
+        if tty or self._width is not None:   # a terminal, or a width set on purpose
+            return size
+        try:
+            width = max(int(os.environ.get("COLUMNS") or 160), 40)
+        except ValueError:   # COLUMNS=abc: ignore it, as Rich itself does
+            width = 160
+        return ConsoleDimensions(width, size.height)
+
+    size = property(_size, Console.size.fset)
 
 
-out = _console(stderr=False)
-err = _console(stderr=True)
+out = StdConsole(stderr=False)
+err = StdConsole(stderr=True)
 
 
 def fmt(value, digits=4) -> str:
@@ -66,6 +85,120 @@ def colored(status) -> str:
     """A status in its colour, the same in every table."""
     status = Status(status) if status in Status._value2member_map_ else status
     return f"[{COLORS.get(status, 'white')}]{status}[/]"
+
+
+def say(console: Console, text, *, markup: bool = True) -> None:
+    """A line of prose. Pipes and files get it whole on one line (logs are grepped); a terminal gets it
+    wrapped between words only: a path or id is never broken by Rich, and one wider than the
+    terminal sits on a line of its own, for the terminal to wrap (it then copies whole)."""
+    if not console.is_terminal:
+        console.print(text, markup=markup, highlight=False, soft_wrap=True)
+        return
+    text = text if isinstance(text, Text) else (Text.from_markup(text) if markup else Text(text))
+    for paragraph in text.split("\n"):
+        for line in wrap_words(paragraph, console.width):
+            console.print(line, soft_wrap=True)
+
+
+def wrap_words(text: Text, width: int) -> list[Text]:
+    """`text` as lines of at most `width` cells, broken between words only (a longer word gets a line
+    of its own)."""
+    plain, offsets, start = text.plain, [], 0
+    for word in re.finditer(r"\S+", plain):
+        if word.start() > start and cell_len(plain[start:word.end()].rstrip()) > width:
+            offsets.append(word.start())
+            start = word.start()
+    lines = list(text.divide(offsets))
+    for line in lines:
+        line.rstrip()
+    return lines
+
+
+# --- tables that fit ----------------------------------------------------------------------------
+# Every table is laid out for the console's width (80 columns by default in a terminal): columns are
+# dropped, least important first, until the rest fit; a number is never cut or wrapped; text (ids,
+# labels, configs) is cut with "…" or wrapped between words, and an id only when nothing is left to drop.
+
+def longest_word(texts) -> int:
+    return max([cell_len(w) for t in texts for w in str(t).split()] + [1])
+
+
+GAP = 2   # between two columns: one space of padding and the (blank) divider
+
+
+@dataclass
+class Col:
+    header: str
+    cells: list                 # one str (Rich markup) or Text per row
+    justify: str = "right"
+    drop: int = 0               # 0: always shown; otherwise dropped on a narrow console, highest first
+    cut: int = 0                # 0: shown whole (numbers, statuses); otherwise may get narrower, highest first
+    least: int | None = None    # the width a cut column keeps while other columns can still be dropped;
+                                # below it, when nothing is left to drop, the least important is cut first
+    wrap: bool = False          # narrower text wraps between words (labels) instead of ending in "…"
+    hang: int = 0               # a wrapped cell's first `hang` cells are a marker; its other lines are indented
+    texts: list = field(init=False, repr=False)
+    natural: int = field(init=False)
+    floor: int = field(init=False)   # the narrowest it ever gets: its longest word if it wraps
+
+    def __post_init__(self):
+        self.texts = [c if isinstance(c, Text) else Text.from_markup(c) for c in self.cells]
+        self.natural = max([cell_len(self.header)] + [t.cell_len for t in self.texts])
+        if self.least is None or not self.cut:
+            self.least = self.natural
+        self.least = max(min(self.least, self.natural), cell_len(self.header))
+        words = longest_word(t.plain[self.hang:] for t in self.texts)
+        self.floor = min(self.natural, self.hang + words if self.wrap else 4)
+
+    def wrapped(self, width: int) -> list[Text]:
+        """The cells at `width`: a wrapping column's cells broken between words, with a hanging indent."""
+        if not self.wrap or width >= self.natural:
+            return self.texts
+        out = []
+        for text in self.texts:
+            lines = wrap_words(text[self.hang:], width - self.hang)
+            out.append(Text("\n").join([text[:self.hang] + lines[0]] +
+                                       [Text(" " * self.hang) + line for line in lines[1:]]))
+        return out
+
+
+def fit(cols: list[Col], width: int, gap: int = GAP, at_least: int = 0) -> list[tuple[Col, int]]:
+    """The columns to show at `width` and the width of each. `at_least`: the table's narrowest width
+    (its title's, so that a title fits on one line where the console allows)."""
+    shown = list(cols)
+
+    def total(widths):
+        return sum(widths) + gap * (len(widths) - 1)
+
+    while total([c.least for c in shown]) > width and any(c.drop for c in shown):
+        shown.remove(max((c for c in shown if c.drop), key=lambda c: c.drop))
+    widths = {id(c): c.natural for c in shown}
+    cuttable = [c for c in shown if c.cut]
+    # first down to each column's `least`, then, when nothing was left to drop, further
+    for floor, order in ((lambda c: c.least, lambda c: -c.cut), (lambda c: c.floor, lambda c: (-c.drop, -c.cut))):
+        for c in sorted(cuttable, key=order):
+            over = total(list(widths.values())) - width
+            if over <= 0:
+                break
+            widths[id(c)] -= max(0, min(over, widths[id(c)] - floor(c)))
+    spare = min(at_least, width) - total(list(widths.values()))
+    if spare > 0 and shown:
+        widths[id(shown[-1])] += spare
+    return [(c, widths[id(c)]) for c in shown]
+
+
+def fitted_table(cols: list[Col], width: int, *, title: str | None = None, gap: int = GAP,
+                 row_styles: list | None = None, box_=box.SIMPLE_HEAVY) -> Table:
+    """A Rich table of `cols` laid out by `fit` for `width`."""
+    layout = fit(cols, width, gap, cell_len(title) if title else 0)
+    table = Table(title=title, box=box_, show_edge=False, pad_edge=False, padding=(0, gap - 1, 0, 0))
+    for col, w in layout:
+        table.add_column(col.header, justify=col.justify, width=w, no_wrap=True, overflow="ellipsis")
+    cells = [col.wrapped(w) for col, w in layout]
+    rows = len(cols[0].cells) if cols else 0
+    for i in range(rows):
+        table.add_row(*(column[i] for column in cells), style=(row_styles or [None] * rows)[i])
+    return table
 
 
 class LiveDisplay:
@@ -116,13 +249,35 @@ class LiveDisplay:
 
 # --- train -------------------------------------------------------------------------------------
 
-def epoch_table(title: str | None = None) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAVY)
-    table.add_column("epoch", justify="right")
-    for col in METRICS:
-        table.add_column(col, justify="right")
-    table.add_column("seconds", justify="right")
-    return table
+HEADERS = {"loss": "loss", "accuracy": "acc", "val_loss": "val loss", "val_accuracy": "val acc"}
+
+
+def epoch_table(rows: list[EpochEnd], best: int | None, width: int) -> Table:
+    """One row per finished epoch, the best one so far highlighted. Narrow: time, then the training
+    loss and accuracy, then val loss go."""
+    drops = {"loss": 3, "accuracy": 2, "val_loss": 1, "val_accuracy": 0}
+    cols = [Col("epoch", [str(r.epoch) for r in rows])]
+    cols += [Col(HEADERS[k], [fmt(r.metric(k)) for r in rows], drop=drops[k]) for k in METRICS]
+    cols.append(Col("time", [f"{r.seconds:.2f}s" for r in rows], drop=4))
+    return fitted_table(cols, width, row_styles=["bold green" if r.epoch == best else None for r in rows])
+
+
+def fit_progress(progress: Progress, bar: BarColumn, full: tuple, narrow: tuple, width: int) -> None:
+    """Progress columns for `width`: `full` where a bar of 10 or more fits beside them, else `narrow`;
+    the bar takes what is left, up to 40. Measured, not set and rendered: the live region may be
+    drawing the progress at this very moment."""
+    def others(columns) -> int:
+        if not progress.tasks:
+            return 0
+        return sum(max(progress.console.measure(column(task)).maximum for task in progress.tasks)
+                   for column in columns if column is not bar) + len(columns) - 1   # one space apart
+
+    for columns in (full, narrow):
+        taken = others(columns)
+        if taken + 10 <= width or columns is narrow:
+            progress.columns = columns
+            bar.bar_width = max(4, min(40, width - taken))
+            return
 
 
 def plain_epoch_line(event: EpochEnd, epochs: int) -> str:
@@ -137,19 +292,19 @@ class TrainDisplay(LiveDisplay):
     def __init__(self, epochs: int, console: Console, plain: bool, quiet: bool = False):
         super().__init__(console, plain, quiet)
         self.epochs = epochs
-        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("steps"), TimeElapsedColumn(),
-                                 console=console, transient=True)
+        self.bar = BarColumn()
+        epoch, count, elapsed = (TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                                 MofNCompleteColumn(), TimeElapsedColumn())
+        self.columns = ((epoch, self.bar, count, TextColumn("steps"), elapsed), (epoch, self.bar, count))
+        self.progress = Progress(*self.columns[0], console=console, transient=True)
         self.task = None
         self.rows: list[EpochEnd] = []
         self.best = None
 
     def renderable(self):
-        table = epoch_table()   # rebuilt, so only the best epoch so far is highlighted
-        for row in self.rows:
-            table.add_row(str(row.epoch), *(fmt(row.metric(k)) for k in METRICS), f"{row.seconds:.2f}",
-                          style="bold green" if row.epoch == self.best else None)
-        return Group(table, self.progress)
+        width = self.console.width   # read each time: the terminal may have been resized
+        fit_progress(self.progress, self.bar, *self.columns, width)
+        return Group(epoch_table(self.rows, self.best, width), self.progress)
 
     def close(self) -> None:
         if self.task is not None:
@@ -161,7 +316,8 @@ class TrainDisplay(LiveDisplay):
                 self.task = self.progress.add_task("train", total=event.steps, epoch=event.epoch,
                                                    epochs=self.epochs)
             else:
-                self.progress.reset(self.task, total=event.steps, epoch=event.epoch)
+                # reset replaces the fields: pass them all
+                self.progress.reset(self.task, total=event.steps, epoch=event.epoch, epochs=self.epochs)
         elif isinstance(event, Step) and not self.plain and self.task is not None:
             self.progress.update(self.task, completed=event.step)
         elif isinstance(event, EpochEnd):
@@ -185,64 +341,96 @@ def train_result(result, console: Console, brief: bool = False) -> None:
     if status == Status.INTERRUPTED:
         console.print(f"Interrupted: kept {result.epochs_run} finished epoch(s).", highlight=False)
     if status == Status.DIVERGED:
-        console.print(f"Diverged: {result.message}", highlight=False)
+        say(console, f"Diverged: {result.message}", markup=False)
     if result.model_path:
         saved = f"saved to {result.model_path}"
     else:
         saved = f"no epoch finished, so no model was saved (run folder {result.run_dir})"
-    console.print(f"Run {result.run_id} {status} in {result.seconds:.1f}s, {saved}",
-                  highlight=False, soft_wrap=True)
+    say(console, f"Run {result.run_id} {status} in {result.seconds:.1f}s, {saved}", markup=False)
 
 
 # --- evaluate, summary, runs, data -----------------------------------------------------------------
 
 def evaluation(result, console: Console) -> None:
-    console.print(f"Run {result.run_id} on the {result.split} split ({result.n} images): "
-                  f"loss {fmt(result.loss)}, accuracy {fmt(result.accuracy)}", highlight=False)
-    per_class = Table(title="Per-class accuracy", box=box.SIMPLE_HEAVY)
-    per_class.add_column("class")
-    per_class.add_column("accuracy", justify="right")
-    per_class.add_column("images", justify="right")
-    for row in result.per_class:
-        per_class.add_row(row["class"], fmt(row["accuracy"]), str(row["n"]))
-    console.print(per_class)
-    matrix = Table(title="Confusion matrix (rows: true class, columns: predicted class #)", box=box.SIMPLE)
-    matrix.add_column("true class")
-    for j in range(len(result.classes)):
-        matrix.add_column(str(j), justify="right")
-    for i, (name, row) in enumerate(zip(result.classes, result.confusion_matrix)):
-        matrix.add_row(f"{i} {name}", *(f"[bold]{v}[/]" if j == i else str(v) for j, v in enumerate(row)))
-    console.print(matrix)
+    say(console, f"Run {result.run_id} on the {result.split} split ({result.n} images): "
+                 f"loss {fmt(result.loss)}, accuracy {fmt(result.accuracy)}", markup=False)
+    width = console.width
+    rows = result.per_class
+    console.print(fitted_table([Col("#", [str(i) for i in range(len(rows))]),
+                                Col("class", [Text(str(r["class"])) for r in rows], "left", cut=1),
+                                Col("accuracy", [fmt(r["accuracy"]) for r in rows]),
+                                Col("images", [str(r["n"]) for r in rows])],
+                               width, title="Per-class accuracy"))
+    console.print(confusion_matrix(result.classes, result.confusion_matrix, width))
+
+
+def confusion_matrix(classes: list[str], matrix: list[list[int]], width: int):
+    """The matrix with class names where they fit, then with class numbers (the per-class table names
+    them), then closer together; a note where not even that fits: ten numbers are never cut."""
+    title = "Confusion matrix (rows: true class, columns: predicted class #)"
+    numbers = [Col(str(j), [f"[bold]{v}[/]" if i == j else str(v) for i, v in enumerate(column)])
+               for j, column in enumerate(zip(*matrix))] if matrix else []
+    named = Col("true class", [Text(f"{i} {name}") for i, name in enumerate(classes)], "left")
+    numbered = Col("true", [str(i) for i in range(len(classes))])
+    for first, gap in ((named, 2), (numbered, 2), (numbered, 1)):
+        cols = [first, *numbers]
+        need = sum(c.natural for c in cols) + gap * (len(cols) - 1)
+        if need <= width:
+            return fitted_table(cols, width, title=title, gap=gap, box_=box.SIMPLE)
+    return Text(f"The confusion matrix needs {need} columns; a wider terminal or --json shows it.")
 
 
 def model_summary(info: dict, console: Console) -> None:
-    table = Table(title=info.get("title", "Model"), box=box.SIMPLE_HEAVY)
-    for col, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right")):
-        table.add_column(col, justify=justify)
-    for row in info["layers"]:
-        kind = row["type"] + (f" ({row['activation']})" if row.get("activation") else "")
-        shape = "(" + ", ".join("None" if d is None else str(d) for d in row["output_shape"]) + ")"
-        table.add_row(row["name"], kind, shape, f"{row['params']:,}")
-    console.print(table)
+    layers = info["layers"]
+    kinds = [row["type"] + (f" ({row['activation']})" if row.get("activation") else "") for row in layers]
+    shapes = ["(" + ", ".join("None" if d is None else str(d) for d in row["output_shape"]) + ")" for row in layers]
+    console.print(fitted_table([Col("layer", [Text(row["name"]) for row in layers], "left", cut=2, least=8),
+                                Col("type", [Text(k) for k in kinds], "left", cut=1, least=8),
+                                Col("output shape", shapes, "left"),
+                                Col("params", [f"{row['params']:,}" for row in layers])],
+                               console.width, title=info.get("title", "Model")))
     console.print(f"Total params: {info['total_params']:,}\nTrainable params: {info['trainable_params']:,}\n"
                   f"Non-trainable params: {info['non_trainable_params']:,}", highlight=False)
 
 
-def runs_table(records: list[dict], console: Console) -> None:
-    table = Table(box=box.SIMPLE_HEAVY, show_edge=False)
-    for col, justify in (("id", "left"), ("when", "left"), ("config", "left"), ("best val_acc", "right"),
-                         ("test acc", "right"), ("status", "left"), ("seconds", "right")):
-        table.add_column(col, justify=justify, no_wrap=col in ("id", "when", "status"), overflow="fold")
-    for r in records:
-        short = r.config.short() if r.config is not None else "?"
-        test = r.get("evaluations", {}).get("test")
-        when = r.created[5:16].replace("T", " ")
-        table.add_row(escape(r.id), when, escape(short), fmt(r.get("best_val_accuracy")), fmt(test.accuracy if test else None),
-                      colored(r.status), fmt(r.get("seconds"), 1))
-    console.print(table)
+def duration(seconds) -> str:
+    """12.3s, 4m05s, 2h07m."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def auto_id_width() -> int:
+    """The longest id `fmnist train` gives a run without --name: time, optimizer, activation, 4 hex digits."""
+    from .config import ACTIVATIONS, OPTIMIZERS
+
+    return len("20260101-120000-") + max(map(len, OPTIMIZERS)) + 1 + max(map(len, ACTIVATIONS)) + len("-abcd")
+
+
+def runs_table(records: list, console: Console) -> None:
+    """One line per run. Narrow: the time goes first, then when (the id starts with it), then test
+    acc (first of all when no run has one), then the config. Before any of that, ids longer than any
+    unnamed run's (a long --name) are cut with "…", then the config; other ids only when nothing is
+    left to drop."""
+    tests = [r.get("evaluations", {}).get("test") for r in records]
+    no_tests = all(t is None or t.accuracy is None for t in tests)
+    cols = [Col("id", [Text(r.id) for r in records], "left", cut=2, least=auto_id_width()),
+            Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=4),
+            Col("config", [Text(r.config.short() if r.config is not None else "?") for r in records], "left",
+                drop=1, cut=1, least=16),
+            Col("val acc", [fmt(r.get("best_val_accuracy")) for r in records]),
+            Col("test acc", [fmt(t.accuracy if t else None) for t in tests], drop=6 if no_tests else 3),
+            Col("status", [colored(r.status) for r in records], "left"),
+            Col("time", [duration(r.get("seconds")) for r in records], drop=5)]
+    console.print(fitted_table(cols, console.width))
     broken = [r for r in records if r.status == Status.BROKEN]
     for r in broken[:5]:
-        console.print(f"{r.id}: {r.reason}", highlight=False, markup=False, soft_wrap=True)
+        say(console, f"{r.id}: {r.reason}", markup=False)
     if broken:
         console.print(f"{len(broken)} broken run(s); `fmnist runs rm --broken` removes them.", highlight=False)
 
@@ -250,36 +438,32 @@ def runs_table(records: list[dict], console: Console) -> None:
 def removal_plan(plan, console: Console) -> None:
     """What `fmnist runs rm` is about to remove, one line each."""
     for r in plan.runs:
-        console.print(f"run {r.id} ({r.status}{': ' + r.reason if r.reason else ''})", highlight=False,
-                      markup=False, soft_wrap=True)
+        say(console, f"run {r.id} ({r.status}{': ' + r.reason if r.reason else ''})", markup=False)
     for cid in plan.comparisons:
         console.print(f"comparison {cid}", highlight=False, markup=False)
     for path in plan.leftovers:
-        console.print(f"leftover {path}", highlight=False, markup=False, soft_wrap=True)
+        say(console, f"leftover {path}", markup=False)
 
 
 def comparison_list(records, console: Console) -> None:
     """`fmnist compare --list`: one line per comparison; a damaged one says why."""
     for c in records:
         if c.broken:
-            console.print(f"{escape(c.id)}  [red]broken[/]: {escape(c.broken)}", highlight=False, soft_wrap=True)
+            say(console, Text.assemble(f"{c.id}  ", ("broken", "red"), f": {c.broken}"))
         else:
             console.print(f"{c.id}  repeats {c.repeats}  {', '.join(c.labels)}", highlight=False, markup=False)
 
 
 def data_info(info: dict, console: Console) -> None:
-    console.print(f"Fashion-MNIST found in {info['directory']} ({info['source']}); all four files verified "
-                  "(gzip, IDX header, counts, labels, checksums).", highlight=False, soft_wrap=True)
-    table = Table(box=box.SIMPLE_HEAVY, title=f"Class counts (validation split {info['val_size']:g}, "
-                                               f"seed {info['split_seed']})")
-    table.add_column("#", justify="right")
-    table.add_column("class")
-    for split in info["splits"]:
-        table.add_column(split, justify="right")
-    for i, name in enumerate(info["classes"]):
-        table.add_row(str(i), name, *(f"{info['splits'][s][i]:,}" for s in info["splits"]))
-    table.add_row("", "total", *(f"{sum(info['splits'][s]):,}" for s in info["splits"]), style="bold")
-    console.print(table)
+    say(console, f"Fashion-MNIST found in {info['directory']} ({info['source']}); all four files verified "
+                 "(gzip, IDX header, counts, labels, checksums).", markup=False)
+    splits, names = info["splits"], info["classes"]
+    cols = [Col("#", [str(i) for i in range(len(names))] + [""]),
+            Col("class", [Text(n) for n in names] + ["total"], "left", cut=1)]
+    cols += [Col(split, [f"{n:,}" for n in splits[split]] + [f"{sum(splits[split]):,}"]) for split in splits]
+    console.print(fitted_table(cols, console.width, row_styles=[None] * len(names) + ["bold"],
+                               title=f"Class counts (validation split {info['val_size']:g}, "
+                                     f"seed {info['split_seed']})"))
 
 
 # --- compare -------------------------------------------------------------------------------------
@@ -322,21 +506,25 @@ class CompareDisplay(LiveDisplay):
                      for label in labels}
         self.runs_total = 0
         self.runs_done = 0
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("epochs"), TimeElapsedColumn(), TextColumn("left"),
-                                 TimeRemainingColumn(), console=console)
+        self.bar = BarColumn()
+        runs, count, left = TextColumn("{task.description}"), MofNCompleteColumn(), TimeRemainingColumn()
+        self.columns = ((runs, self.bar, count, TextColumn("epochs"), TimeElapsedColumn(), TextColumn("left"), left),
+                        (runs, self.bar, left))
+        self.progress = Progress(*self.columns[0], console=console)
         self.task = None
 
     def renderable(self):
-        table = Table(box=box.SIMPLE_HEAVY)
-        for col, j in (("variant", "left"), ("runs", "right"), ("epoch", "right"), ("val_accuracy", "right"),
-                       ("best", "right"), ("status", "left")):
-            table.add_column(col, justify=j)
-        for label in self.labels:
-            r = self.rows[label]
-            table.add_row(escape(label), f"{r['done']}/{self.repeats}", str(r["epoch"]), fmt(r["val_accuracy"]),
-                          fmt(r["best"]), r["status"])
-        return Group(table, self.progress)
+        """Narrow: the latest val acc goes first, then the runs done, then the epoch."""
+        width = self.console.width
+        rows = [self.rows[label] for label in self.labels]
+        cols = [Col("variant", [Text(label) for label in self.labels], "left", cut=1, wrap=True),
+                Col("runs", [f"{r['done']}/{self.repeats}" for r in rows], drop=2),
+                Col("epoch", [str(r["epoch"]) for r in rows], drop=1),
+                Col("val acc", [fmt(r["val_accuracy"]) for r in rows], drop=3),
+                Col("best", [fmt(r["best"]) for r in rows]),
+                Col("status", [Text(r["status"]) for r in rows], "left")]
+        fit_progress(self.progress, self.bar, *self.columns, width)
+        return Group(fitted_table(cols, width), self.progress)
 
     def handle(self, event) -> None:
         if isinstance(event, Plan):
@@ -380,46 +568,47 @@ class CompareDisplay(LiveDisplay):
 
 
 def comparison_table(summary, console: Console) -> None:
+    """One row per variant. Narrow: the curve goes first, then train loss and accuracy, s/epoch,
+    val loss, seeds (shown where a variant lacks some) and the final val acc; best val acc, status
+    and the whole label always stay (a long label wraps between its words)."""
     curves = [v.aggregate["per_epoch"]["val_accuracy"]["mean"] for v in summary.variants]
     finite = [x for c in curves for x in c if x is not None]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     n = summary.repeats
     title = f"Comparison {summary.comparison_id}" + (f" (mean ± std over {n} seeds)" if n > 1 else "")
-    show_seeds = n > 1 or bool(summary.incomplete)
-    table = Table(title=title, box=box.SIMPLE_HEAVY)
-    width = max([len(v.label) for v in summary.variants] + [7]) + 2
-    table.add_column("variant", no_wrap=True, min_width=width)
-    if show_seeds:
-        table.add_column("seeds", justify="right", no_wrap=True)
-    for col in ("loss", "accuracy", "val_loss", "val_accuracy", "best val_acc @epoch", "s/epoch"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("val_acc curve", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    for v in summary.variants:
-        agg = v.aggregate
-        is_best = v.label == summary.best_variant
-        final = agg["final"]
-        best_epoch = agg["best_epoch"]["mean"]
-        best = pm(agg["best_val_accuracy"]) + (f" @{best_epoch:.3g}" if best_epoch is not None else "")
-        seeds = [f"{v.n} of {v.of}"] if show_seeds else []
-        table.add_row(("★ " if is_best else "  ") + escape(v.label), *seeds, pm(final["loss"]), pm(final["accuracy"]),
-                      pm(final["val_loss"]), pm(final["val_accuracy"]), best, pm(agg["seconds_per_epoch"], 2),
-                      sparkline(agg["per_epoch"]["val_accuracy"]["mean"], lo, hi), colored(v.status),
-                      style="bold" if is_best else None)
-    console.print(table)
+    variants = summary.variants
+
+    def best(agg):
+        epoch = agg["best_epoch"]["mean"]
+        return pm(agg["best_val_accuracy"]) + (f" @{epoch:.3g}" if epoch is not None else "")
+
+    def final(metric):
+        return [pm(v.aggregate["final"][metric]) for v in variants]
+
+    marks = ["★ " if v.label == summary.best_variant else "  " for v in variants]
+    cols = [Col("  variant", [Text(m + v.label) for m, v in zip(marks, variants)], "left", cut=1, wrap=True, hang=2)]
+    if any(v.n < v.of for v in variants):   # otherwise the title says how many
+        cols.append(Col("seeds", [f"{v.n} of {v.of}" for v in variants], drop=2))
+    cols += [Col("loss", final("loss"), drop=6), Col("acc", final("accuracy"), drop=5),
+             Col("val loss", final("val_loss"), drop=3), Col("val acc", final("val_accuracy"), drop=1),
+             Col("best val acc", [best(v.aggregate) for v in variants]),
+             Col("s/epoch", [pm(v.aggregate["seconds_per_epoch"], 2) for v in variants], drop=4),
+             Col("curve", [sparkline(c, lo, hi) for c in curves], "left", drop=7),
+             Col("status", [colored(v.status) for v in variants], "left")]
+    console.print(fitted_table(cols, console.width, title=title,
+                               row_styles=["bold" if v.label == summary.best_variant else None for v in variants]))
     if summary.best_variant:
-        console.print(f"★ best: {escape(summary.best_variant)} (highest best val_accuracy"
-                      f"{', mean over seeds' if n > 1 else ''}). Curves span {lo:.4f}-{hi:.4f}.", highlight=False)
-    for v in summary.variants:
+        say(console, f"★ best: {summary.best_variant} (highest best val_accuracy"
+                     f"{', mean over seeds' if n > 1 else ''}). Curves span {lo:.4f}-{hi:.4f}.", markup=False)
+    for v in variants:
         for r in v.runs:
             if r.status in (Status.DIVERGED, Status.FAILED, Status.BROKEN) and r.message:
-                console.print(f"{v.label} (seed #{r.repeat}): {r.status}: {r.message}",
-                              highlight=False, soft_wrap=True, markup=False)
+                say(console, f"{v.label} (seed #{r.repeat}): {r.status}: {r.message}", markup=False)
                 break
     if summary.incomplete:
         gaps = ", ".join(f"{v.label} ({v.n} of {v.of})" for v in summary.incomplete)
-        console.print(f"Incomplete: {gaps}. `fmnist compare --resume {summary.comparison_id}` will fill the gaps.",
-                      highlight=False, soft_wrap=True, markup=False)
+        say(console, f"Incomplete: {gaps}. `fmnist compare --resume {summary.comparison_id}` will fill the gaps.",
+            markup=False)
 
 
 def plot_comparison(summary: dict, path) -> None:

@@ -466,14 +466,19 @@ class RunStore:
         name = resolve_ref(ref, [p.name for p in self._run_dirs()], "run", "fmnist runs")
         return self.root / name
 
+    @staticmethod
+    def foreign_files(run_dir: Path) -> list[str]:
+        with contextlib.suppress(OSError):
+            return sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not _is_leftover(p.name))
+        return []
+
     def remove_run(self, run_dir: Path) -> None:
         """Remove a run at once for every reader: renamed out of sight first, then deleted. A folder
         holding files fmnist does not write is refused: those are the user's."""
-        with contextlib.suppress(OSError):
-            foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not _is_leftover(p.name))
-            if foreign:
-                raise StorageError(f"{run_dir.resolve()} holds files fmnist did not write ({', '.join(foreign[:3])}); "
-                                   "remove it by hand if it should go.")
+        foreign = self.foreign_files(run_dir)
+        if foreign:
+            raise UsageError(f"{run_dir.resolve()} holds files fmnist did not write ({', '.join(foreign[:3])}); "
+                             "remove it by hand if it should go.")
         trash = self.root / f".trash-{run_dir.name}-{secrets.token_hex(3)}"
         try:
             os.rename(run_dir, trash)

@@ -441,7 +441,7 @@ def test_rm_never_touches_folders_that_are_not_runs(runs_dir):
     # a run folder holding a user's file is refused, not emptied
     run_dir = Path(train()["run_dir"])
     (run_dir / "notes.txt").write_text("mine")
-    assert_clean_error(invoke("runs", "rm", run_dir.name, "--yes"), 1, "did not write", "notes.txt")
+    assert_clean_error(invoke("runs", "rm", run_dir.name, "--yes"), 2, "did not write", "notes.txt")
     assert (run_dir / "notes.txt").exists()
 
 
