@@ -168,7 +168,7 @@ def test_signal_during_compare_then_resume_retrains_only_unfinished(processes, r
 
 # --- prompt stops whatever the model size, start-up, second Ctrl-C -------------------------------------
 
-BIG = ("--hidden", "2000,2000", "--limit", "10000", "--epochs", "3")
+BIG = ("--hidden", "2000,2000", "--limit", "4000", "--epochs", "3")
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
@@ -197,9 +197,9 @@ def test_a_second_ctrl_c_exits_at_once_and_keeps_the_last_checkpoint(processes, 
     p.wait_for(r"^epoch 1/3 ")
     time.sleep(0.3)
     p.proc.send_signal(signal.SIGINT)
-    time.sleep(0.1)   # two signals sent together may arrive as one
+    time.sleep(0.3)   # two signals sent together may arrive as one
     rc, waited = p.signal_and_wait(signal.SIGINT)
-    assert rc == 130 and waited <= 1.5, (waited, p.output())
+    assert rc == 130 and waited <= 2.0, (waited, p.output())   # about 0.5 s on a quiet machine
     assert "Traceback" not in p.output()
     (run_dir,) = [d for d in runs_dir.iterdir() if d.is_dir()]
     info = read_json(run_dir / "run.json")
@@ -300,8 +300,11 @@ def _alive(pid: int) -> bool:
 
 
 def test_workers_die_with_their_parent(processes, runs_dir):
-    p = processes("compare", "sgd", "adam", "nadam", "--jobs", "2", "--epochs", "30", "--limit", "5000")
-    p.wait_for(r"epoch 1/30 ")
+    pytest.importorskip("jax")
+    # Two batch sizes: two units (a fused group each), so two workers train at once.
+    p = processes("compare", "sgd", "adam", "--vary", "batch_size=32,64", "--backend", "jax", "--jobs", "2",
+                  "--epochs", "200", "--limit", "5000")
+    p.wait_for(r"epoch 2/200 ")
     kids = _children(p.proc.pid)
     assert len(kids) >= 3, kids   # the manager and two workers (and perhaps the resource tracker)
     p.proc.kill()
