@@ -33,8 +33,13 @@ def cache_dir() -> Path | None:
 
 
 def debug() -> bool:
-    """FMNIST_DEBUG=1, which `--debug` also sets (cli.set_debug): one switch for every reader."""
+    """FMNIST_DEBUG=1, or --debug anywhere on the command line (set_debug): the one switch that every
+    reader asks, here and in cli.py; worker processes inherit it."""
     return os.environ.get("FMNIST_DEBUG", "") not in ("", "0")
+
+
+def set_debug() -> None:
+    os.environ["FMNIST_DEBUG"] = "1"
 
 
 def home_exists() -> bool:

@@ -42,8 +42,12 @@ class _UsageFirst:
 
 
 def _on_debug(ctx, param, value: bool) -> None:
+    """--debug is FMNIST_DEBUG=1, wherever it is given: tracebacks here, and everything else that reads
+    the variable (TensorFlow's start-up notes left on stderr, worker processes) sees it too."""
     if value:
-        set_debug()
+        from . import backend
+
+        backend.set_debug()
 
 
 DebugOption = Annotated[bool, typer.Option("--debug", callback=_on_debug, is_eager=True, expose_value=False,
@@ -67,9 +71,9 @@ class _Common:
     parameters, so refuse_options never sees it), and help that starts with its usage line."""
 
     def get_params(self, ctx):
-        params = super().get_params(ctx)
-        own = [p for p in params if p is not self.get_help_option(ctx)]
-        return [*own, _debug_option(), *params[len(own):]]
+        help_option = self.get_help_option(ctx)
+        own = [p for p in super().get_params(ctx) if p is not help_option]
+        return [*own, _debug_option(), *([help_option] if help_option is not None else [])]
 
     def format_help(self, ctx, formatter):
         saved = sys.stdout
@@ -108,12 +112,6 @@ def debugging() -> bool:
     return backend.debug()
 
 
-def set_debug() -> None:
-    """--debug, wherever it is given, is FMNIST_DEBUG=1: tracebacks here, and everything else that reads
-    the variable (TensorFlow's start-up notes left on stderr, worker processes) sees it too."""
-    os.environ["FMNIST_DEBUG"] = "1"
-
-
 def command(*args, group=None, **kwargs):
     """app.command (or a sub-group's), plus: a user error becomes one clean message and an exit code,
     never a traceback; --debug is accepted; help starts with the usage line."""
@@ -139,7 +137,7 @@ def guarded(func):
             report.err.print(f"[red]Error:[/] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            report.err.print("Interrupted.")
+            say(report.err, "Interrupted.")
             raise typer.Exit(130) from None
         except BrokenPipeError:
             # `fmnist runs | head`: the reader has all it wanted. Point stdout at /dev/null so the
@@ -718,7 +716,7 @@ def data(
         try:
             data_mod.locate(data_dir)
         except FmnistError:
-            report.err.print("Downloading Fashion-MNIST with Keras's downloader...")
+            say(report.err, "Downloading Fashion-MNIST with Keras's downloader...")
             data_mod.download(data_dir)
     check = make_config(val_size=val_size, split_seed=split_seed, limit=limit)
     info = data_mod.describe(data_dir, check.val_size, check.split_seed, check.limit)

@@ -115,6 +115,8 @@ def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None
         raise DataError(f"{path} cannot be read (permission denied).") from None
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path} is corrupt or truncated ({err}). {REPLACE}") from None
+    if path.suffix != ".gz" and payload[:2] == b"\x1f\x8b":
+        raise DataError(f"{path} is gzip-compressed, but its name does not end in .gz; rename it to {name}.gz.")
     if len(payload) < 4:
         raise DataError(f"{name} is too short to be an IDX file ({len(payload)} bytes). {REPLACE}")
     zero, dtype_code, dims = struct.unpack(">HBB", payload[:4])
