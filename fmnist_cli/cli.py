@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from rich.markup import escape
 
 from . import __version__
 from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_optimizer
@@ -84,11 +84,11 @@ class _Common:
             sys.stdout = saved
 
 
-class Group(_Common, TyperGroup):
+class Group(_Common, typer.core.TyperGroup):
     pass
 
 
-class Command(_Common, TyperCommand):
+class Command(_Common, typer.core.TyperCommand):
     pass
 
 
@@ -137,7 +137,7 @@ def guarded(func):
             report.err.print(f"[red]Error:[/] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            say(report.err, "Interrupted.")
+            report.err.print("Interrupted.")
             raise typer.Exit(130) from None
         except BrokenPipeError:
             # `fmnist runs | head`: the reader has all it wanted. Point stdout at /dev/null so the
@@ -168,7 +168,7 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ):
-    """--debug, taken here too, is every command's (Group.get_params)."""
+    pass   # --debug is taken here too, as by every command (_Common.get_params)
 
 
 # --- options shared by train, compare and summary ------------------------------------------------
@@ -229,9 +229,10 @@ def _consoles(json_out: bool):
     return (report.err if json_out else report.out)
 
 
-def say(console, text: str, **kw) -> None:
-    """One message line: never hard-wrapped (a pipe or a log gets it whole), no highlighting."""
-    console.print(text, highlight=False, soft_wrap=True, **kw)
+def say(console, text: str) -> None:
+    """One message line, as plain text (a path with [brackets] is no markup): never hard-wrapped, so a
+    pipe or a log gets it whole, and not highlighted."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -323,7 +324,8 @@ def evaluate(
     run_dir = store.resolve_run(run)
     result = evaluation.evaluate(store, run_dir, split, data_dir, backend)
     if not result.stored:
-        say(report.err, f"[yellow]Warning:[/] the result was not stored in the run: {result.store_error}")
+        report.err.print(f"[yellow]Warning:[/] the result was not stored in the run: {result.store_error}",
+                         highlight=False, soft_wrap=True)
     if json_out:
         report.print_json(result)
     else:
@@ -593,7 +595,7 @@ def compare(
         if status == 130:
             say(console, f"Interrupted. Finish it with: fmnist compare --resume {record.id}")
     for problem in filter(None, problems.values()):
-        say(report.err, f"[red]Error:[/] {problem}")
+        report.err.print(f"[red]Error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if status or any(problems.values()):
         raise typer.Exit(status or 1)
 
@@ -716,7 +718,7 @@ def data(
         try:
             data_mod.locate(data_dir)
         except FmnistError:
-            say(report.err, "Downloading Fashion-MNIST with Keras's downloader...")
+            report.err.print("Downloading Fashion-MNIST with Keras's downloader...")
             data_mod.download(data_dir)
     check = make_config(val_size=val_size, split_seed=split_seed, limit=limit)
     info = data_mod.describe(data_dir, check.val_size, check.split_seed, check.limit)

@@ -71,3 +71,11 @@ def test_from_the_root_folder_in_a_real_process(tmp_path):
     env = {"FMNIST_RUNS_DIR": "", "PYTHONPATH": str(Path(__file__).parents[1])}   # this checkout, from /
     proc = fmnist("runs", env=env, cwd="/", timeout=60)
     assert proc.returncode == 0 and "No runs in /runs yet" in proc.stderr, proc.stderr
+
+
+def test_a_path_with_brackets_is_printed_as_it_is(tmp_path):
+    odd = tmp_path / "[bold]runs[/bold]"
+    result = invoke("runs", "--runs-dir", odd)
+    assert f"No runs in {odd} yet" in result.stderr
+    result = invoke("compare", "sgd", "--epochs", "1", "--runs-dir", odd, "--csv", tmp_path / "[x].csv")
+    assert f"CSV written to {tmp_path / '[x].csv'}" in result.stdout
