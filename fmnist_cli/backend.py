@@ -22,9 +22,50 @@ def requested(explicit: str | None = None) -> str:
     return name
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+def cache_dir() -> Path | None:
+    """Where the JAX compilation cache goes; None when there is nowhere to put it (no home folder)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        if not home_exists():
+            return None
+        base = Path.home() / ".cache"
     return Path(base) / "fmnist"
+
+
+def debug() -> bool:
+    """FMNIST_DEBUG=1, or --debug anywhere on the command line (set_debug): the one switch that every
+    reader asks, here and in cli.py; worker processes inherit it."""
+    return os.environ.get("FMNIST_DEBUG", "") not in ("", "0")
+
+
+def set_debug() -> None:
+    os.environ["FMNIST_DEBUG"] = "1"
+
+
+def home_exists() -> bool:
+    try:
+        return Path.home().is_dir()
+    except (RuntimeError, KeyError, OSError):   # no $HOME and no passwd entry
+        return False
+
+
+def shelter_home() -> None:
+    """Keras writes ~/.keras/keras.json when imported and matplotlib ~/.config/matplotlib: with a home
+    folder that does not exist (HOME=/nonexistent, a service account) that would create it. Point them
+    at a temporary folder instead, removed at exit; settings the user made ($KERAS_HOME, $MPLCONFIGDIR)
+    stay. Worker processes inherit the variables, so they write there too."""
+    if home_exists():
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    for var, prefix in (("KERAS_HOME", "fmnist-keras-"), ("MPLCONFIGDIR", "fmnist-mpl-")):
+        if os.environ.get(var):
+            continue
+        path = tempfile.mkdtemp(prefix=prefix)
+        os.environ[var] = path
+        atexit.register(shutil.rmtree, path, True)
 
 
 def configure(name: str | None = None) -> str:
@@ -40,6 +81,7 @@ def configure(name: str | None = None) -> str:
             raise UsageError(f"Keras is already running on {current} in this process; "
                              f"run {name} in a separate fmnist command.")
         return name
+    shelter_home()
     os.environ["KERAS_BACKEND"] = name
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if name == "jax":
@@ -65,7 +107,7 @@ def _keep_tensorflow_out() -> None:
 def _import_tensorflow_quietly() -> None:
     """TensorFlow's C++ start-up notes (oneDNN, absl) ignore TF_CPP_MIN_LOG_LEVEL; they would bury
     our one-line messages, so stderr's file descriptor is pointed at /dev/null while it loads."""
-    if os.environ.get("FMNIST_DEBUG", "") not in ("", "0"):
+    if debug():
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -85,7 +127,7 @@ def _configure_jax() -> None:
     import jax
 
     # Compiling an epoch takes seconds; a persistent cache pays that once per configuration, not per run.
-    if os.environ.get("FMNIST_JAX_CACHE", "1") != "0":
+    if os.environ.get("FMNIST_JAX_CACHE", "1") != "0" and cache_dir() is not None:
         try:
             path = cache_dir() / "jax"
             path.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,11 @@ imports TensorFlow or JAX at import time, so `fmnist --help` answers at once."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,9 +17,83 @@ from rich.markup import escape
 
 from . import __version__
 from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_optimizer
-from .errors import FmnistError, UsageError
+from .errors import FmnistError, StorageError, UsageError
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class _UsageFirst:
+    """stdout while help is written: drops the blank line Rich's help starts with (the top padding
+    of its usage line), so that `fmnist --help | head -1` prints the usage. Everything else passes."""
+
+    def __init__(self, stream):
+        self._stream, self._started = stream, False
+
+    def write(self, text):
+        if not self._started and text:
+            self._started = True
+            first, newline, rest = text.partition("\n")
+            if newline and not _ANSI.sub("", first).strip():
+                text = rest
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _on_debug(ctx, param, value: bool) -> None:
+    """--debug is FMNIST_DEBUG=1, wherever it is given: tracebacks here, and everything else that reads
+    the variable (TensorFlow's start-up notes left on stderr, worker processes) sees it too."""
+    if value:
+        from . import backend
+
+        backend.set_debug()
+
+
+DebugOption = Annotated[bool, typer.Option("--debug", callback=_on_debug, is_eager=True, expose_value=False,
+                                           help="Show full tracebacks on errors (as FMNIST_DEBUG=1 does).")]
+
+
+@functools.lru_cache(maxsize=None)
+def _debug_option():
+    """The --debug option every command and group takes, built by Typer from DebugOption."""
+    probe = typer.Typer()
+
+    @probe.command()
+    def _probe(debug: DebugOption = False):
+        pass
+
+    return typer.main.get_command(probe).params[0]
+
+
+class _Common:
+    """What every fmnist command and group has: --debug, taken like --help (beside the command's own
+    parameters, so refuse_options never sees it), and help that starts with its usage line."""
+
+    def get_params(self, ctx):
+        help_option = self.get_help_option(ctx)
+        own = [p for p in super().get_params(ctx) if p is not help_option]
+        return [*own, _debug_option(), *([help_option] if help_option is not None else [])]
+
+    def format_help(self, ctx, formatter):
+        saved = sys.stdout
+        sys.stdout = _UsageFirst(saved)
+        try:
+            return super().format_help(ctx, formatter)
+        finally:
+            sys.stdout = saved
+
+
+class Group(_Common, typer.core.TyperGroup):
+    pass
+
+
+class Command(_Common, typer.core.TyperCommand):
+    pass
+
 
 app = typer.Typer(
+    cls=Group,
     help="Train, evaluate and compare dense networks on Fashion-MNIST.\n\n"
          "Examples:\n\n"
          "  fmnist train --activation relu --optimizer adam\n\n"
@@ -27,14 +104,19 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-STATE = {"debug": os.environ.get("FMNIST_DEBUG", "") not in ("", "0")}
+
+def debugging() -> bool:
+    """--debug given anywhere on the command line, or FMNIST_DEBUG=1: one switch (backend.debug)."""
+    from . import backend
+
+    return backend.debug()
 
 
 def command(*args, group=None, **kwargs):
     """app.command (or a sub-group's), plus: a user error becomes one clean message and an exit code,
-    never a traceback."""
+    never a traceback; --debug is accepted; help starts with the usage line."""
     def decorate(func):
-        return (group or app).command(*args, **kwargs)(guarded(func))
+        return (group or app).command(*args, cls=Command, **kwargs)(guarded(func))
     return decorate
 
 
@@ -50,7 +132,7 @@ def guarded(func):
             sys.stdout.flush()   # inside the try: a closed pipe is reported here, not at exit
             return result
         except FmnistError as err:
-            if STATE["debug"]:
+            if debugging():
                 raise
             report.err.print(f"[red]Error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
@@ -66,7 +148,7 @@ def guarded(func):
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as err:
-            if STATE["debug"]:
+            if debugging():
                 raise
             report.err.print(f"[red]Unexpected error:[/] {type(err).__name__}: {escape(str(err))}\n"
                              "Run again with --debug (or FMNIST_DEBUG=1) for the traceback, and "
@@ -83,12 +165,10 @@ def _version(value: bool):
 
 @app.callback()
 def main_options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ):
-    if debug:
-        STATE["debug"] = True
+    pass   # --debug is taken here too, as by every command (_Common.get_params)
 
 
 # --- options shared by train, compare and summary ------------------------------------------------
@@ -110,7 +190,7 @@ EarlyStopping = Annotated[Optional[int], typer.Option("--early-stopping", help="
 Backend = Annotated[Optional[str], typer.Option("--backend", help="Keras backend: tensorflow (default) or jax. Also $FMNIST_BACKEND.")]
 Engine = Annotated[str, typer.Option("--engine", help="auto (fused on jax, fit on tensorflow), fit, or fused.")]
 RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs are saved (default ./runs or $FMNIST_RUNS_DIR).")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST .gz files (default: $FMNIST_DATA_DIR, the Keras cache, /usr/share/datasets/fashion-mnist).")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST files, .gz or uncompressed (default: $FMNIST_DATA_DIR, the Keras cache, /usr/share/datasets/fashion-mnist).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; everything else goes to stderr.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
@@ -147,6 +227,24 @@ def _consoles(json_out: bool):
     from . import report
 
     return (report.err if json_out else report.out)
+
+
+def say(console, text: str) -> None:
+    """One message line, as plain text (a path with [brackets] is no markup): never hard-wrapped, so a
+    pipe or a log gets it whole, and not highlighted."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def soft_wrapped(console):
+    """Lines printed by a report function that gives no soft_wrap of its own (train_result's
+    divergence message, say) are not hard-wrapped either; only for functions that print text lines."""
+    saved = console.soft_wrap
+    console.soft_wrap = True
+    try:
+        yield console
+    finally:
+        console.soft_wrap = saved
 
 
 # --- commands --------------------------------------------------------------------------------------
@@ -202,13 +300,13 @@ def train(
     with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet) as display:
         if not quiet and (json_out or not plain):   # a log gets the epoch lines alone
             what = f"Resuming {run_dir.name}" if run_dir else "Training"
-            report.err.print(f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...",
-                             highlight=False)
+            say(report.err, f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...")
         result = training.train(config, root, data_dir, display.on_event, stop, resume=run_dir)
     if json_out:
         report.print_json(result)
     else:
-        report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
+        with soft_wrapped(console):
+            report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
     if result.status == Status.INTERRUPTED:
         raise typer.Exit(130)
     if result.status == Status.DIVERGED:
@@ -249,6 +347,7 @@ def evaluate(
 
 @command()
 def summary(
+    ctx: typer.Context,
     run: Annotated[Optional[str], typer.Argument(help="A run to describe instead of the options below.")] = None,
     hidden: Hidden = "100", activation: Activation = "relu", dropout: Dropout = 0.0,
     runs_dir: RunsDir = None, json_out: Json = False,
@@ -266,12 +365,16 @@ def summary(
     from . import models, report
     from .store import RunStore
 
-    if run:
+    if run is not None:
+        refuse_options(ctx, "`fmnist summary RUN`", "a saved run is described as it was trained",
+                       allowed=("run", "runs_dir", "json_out"))
         store = RunStore.at(runs_dir)
         run_dir = store.resolve_run(run)
         config = store.read_config(run_dir)
         title = f"Run {run_dir.name}"
     else:
+        refuse_options(ctx, "`fmnist summary` without a RUN", "it says where to find a run, so name one "
+                       "(`fmnist summary latest`)", allowed=("hidden", "activation", "dropout", "json_out"))
         config = make_config(hidden=hidden, activation=activation, dropout=dropout)
         title = "Model " + "-".join(["784", *map(str, config.hidden), "10"])
     info = {"title": title, "config": config.to_dict(), **models.summary(config)}
@@ -281,7 +384,7 @@ def summary(
         report.model_summary(info, report.out)
 
 
-runs_app = typer.Typer(rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
+runs_app = typer.Typer(cls=Group, rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(runs_app, name="runs")
 
 
@@ -304,6 +407,9 @@ def list_runs(
       fmnist runs rm --broken
     """
     if ctx.invoked_subcommand:
+        sub = ctx.invoked_subcommand
+        refuse_options(ctx, f"`fmnist runs {sub}`",
+                       f"its options go after {sub} (see `fmnist runs {sub} --help`)", allowed=())
         return
     from . import report
     from .store import RunStore
@@ -319,9 +425,8 @@ def list_runs(
     if json_out:
         report.print_json([r.to_json() for r in records])
     elif not records:
-        report.err.print(f"No runs in {store.root} yet. Train one with `fmnist train`." if not comparison else
-                         f"Comparison {comparison} has no runs yet; finish it with `fmnist compare --resume {comparison}`.",
-                         highlight=False)
+        say(report.err, f"No runs in {store.root} yet. Train one with `fmnist train`." if not comparison else
+            f"Comparison {comparison} has no runs yet; finish it with `fmnist compare --resume {comparison}`.")
     else:
         report.runs_table(records, report.out)
 
@@ -352,7 +457,7 @@ def remove_runs(
     store = RunStore.at(runs_dir)
     plan = cleanup.plan(store, list(run_ids or []), broken=broken, comparison=comparison)
     if plan.empty:
-        report.err.print("Nothing to remove.", highlight=False)
+        say(report.err, "Nothing to remove.")
         if json_out:
             report.print_json(plan.to_json())
         return
@@ -368,11 +473,12 @@ def remove_runs(
     if json_out:
         report.print_json(plan.to_json())
     else:
-        report.err.print(f"Removed {plan.describe()}.", highlight=False)
+        say(report.err, f"Removed {plan.describe()}.")
 
 
 @command()
 def compare(
+    ctx: typer.Context,
     optimizers: Annotated[Optional[list[str]], typer.Argument(help="Optimizers to compare, e.g. sgd momentum adam 'sgd:lr=0.1'.", show_default=False)] = None,
     vary: Annotated[Optional[list[str]], typer.Option("--vary", help="Another setting to compare: activation=sigmoid,relu; hidden=100,300-100; dropout=0,0.2; lr=0.1,0.01; batch_size=32,128; optimizer=sgd,adam. Repeatable; the full grid is trained.")] = None,
     repeats: Annotated[int, typer.Option("--repeats", "-r", help="Seeds per variant (seed, seed+1, ...); figures become mean ± std.")] = 1,
@@ -409,8 +515,20 @@ def compare(
     from . import compare as cmp
     from . import report, training
     from .records import Status
-    from .store import RunStore
+    from .store import RunStore, absolute
 
+    # Each mode takes its own options; any other is refused, not ignored.
+    if show is not None and resume is not None:
+        raise UsageError("Use --show or --resume, not both.")
+    if list_all:
+        refuse_options(ctx, "--list", "it lists the saved comparisons and takes only --json and --runs-dir",
+                       allowed=("list_all", "json_out", "runs_dir"))
+    elif show is not None:
+        refuse_options(ctx, "--show", "it shows a saved comparison again without training, and takes only "
+                       "--plot, --csv, --json and --runs-dir", allowed=("show", "plot", "csv_path", "json_out", "runs_dir"))
+    elif resume is not None:
+        refuse_options(ctx, "--resume", "a comparison resumes with the settings it was started with",
+                       allowed=("resume", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir"))
     store = RunStore.at(runs_dir)
     root = store.root
     console = _consoles(json_out)
@@ -419,8 +537,7 @@ def compare(
         if json_out:
             report.print_json([c.listing() for c in items])
         elif not items:
-            report.err.print(f"No comparisons in {root} yet. Start one with `fmnist compare sgd rmsprop adam`.",
-                             highlight=False)
+            say(report.err, f"No comparisons in {root} yet. Start one with `fmnist compare sgd rmsprop adam`.")
         else:
             report.comparison_list(items, console)
         return
@@ -428,18 +545,12 @@ def compare(
         raise UsageError("--jobs must be from 1 to 64.")
     if repeats < 1 or repeats > 100:
         raise UsageError("--repeats must be from 1 to 100.")
-    for out_path, suffix in ((plot, ".png"), (csv_path, ".csv")):
-        if out_path is not None and out_path.suffix.lower() != suffix:
-            raise UsageError(f"{out_path} should end in {suffix}.")
-        if out_path is not None and not out_path.parent.expanduser().is_dir():
-            raise UsageError(f"The folder of {out_path} does not exist.")
-        if out_path is not None and out_path.expanduser().is_dir():
-            raise UsageError(f"{out_path} is a folder; give a file name ending in {suffix}.")
-    if show and resume:
-        raise UsageError("Use --show or --resume, not both.")
-    if show:
+    outputs = [(option, path) for option, path in (("--plot", plot), ("--csv", csv_path)) if path is not None]
+    for option, path in outputs:
+        check_output(path, option)   # before any training: a typo in a path must not cost the comparison
+    if show is not None:
         record = store.load_comparison(show)
-    elif resume:
+    elif resume is not None:
         record = store.load_comparison(resume)
     else:
         # With optimizers named as arguments, --learning-rate/--momentum/--nesterov apply to each of
@@ -447,6 +558,7 @@ def compare(
         named = list(optimizers or [])
         axes = cmp.parse_vary(list(vary or []))
         per_variant = bool(named) or "optimizer" in axes
+        _refuse_replaced(ctx, named, axes)
         base = make_config(hidden=hidden, activation=activation, dropout=dropout, optimizer=optimizer,
                            learning_rate=learning_rate, momentum=None if per_variant else momentum,
                            nesterov=None if per_variant else nesterov, epochs=epochs, batch_size=batch_size,
@@ -458,13 +570,13 @@ def compare(
         variants = cmp.expand(base, named, axes,
                               overrides=dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov))
     status = 0
-    if not show:
+    if show is None:
         # Everything that can fail fast does, before a comparison record exists.
         store.ensure_writable()
         from . import data as data_mod
 
         data_mod.load(data_dir)
-        if resume:
+        if resume is not None:
             cmp.check_resumable(store, record)   # busy: say so before any output
         else:
             record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])
@@ -472,8 +584,7 @@ def compare(
         stop = training.StopFlag()
         plain = not console.is_terminal
         if not quiet:
-            report.err.print(f"Comparison {record.id}: {len(labels)} variant(s) x {record.repeats} seed(s).",
-                             highlight=False)
+            say(report.err, f"Comparison {record.id}: {len(labels)} variant(s) x {record.repeats} seed(s).")
         with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet) as display:
             record = cmp.execute(store, record, data_dir, jobs, display.on_event, stop)
         if stop():
@@ -481,31 +592,115 @@ def compare(
     summary_data = cmp.summarize(store, record)
     usable = [v for v in summary_data.variants if v.n > 0 and v.status != Status.DIVERGED]
     failed = any(slot.status == Status.FAILED for v in summary_data.variants for slot in v.runs)
-    if not status and not show and (failed or not usable):
+    if not status and show is None and (failed or not usable):
         status = 1   # a comparison with a failed run, or with no usable variant, is not a success
-    if plot:
-        _atomic_plot(summary_data, plot)
-    if csv_path:
-        cmp.write_csv(summary_data, csv_path)
+    # The runs are saved whatever happens here: a file that cannot be written costs that file only,
+    # and the table is still printed.
+    writers = {"--plot": lambda: _atomic_plot(summary_data, plot),
+               "--csv": lambda: cmp.write_csv(summary_data, csv_path)}
+    problems = {option: write_output(writers[option], path, option) for option, path in outputs}
     if json_out:
         report.print_json(summary_data)
     else:
         report.comparison_table(summary_data, console)
-        for what, path in (("Curves", plot), ("CSV", csv_path)):
-            if path:
-                console.print(f"{what} written to {path}", highlight=False)
+        for option, path in outputs:
+            if problems[option] is None:
+                say(console, f"{'Curves' if option == '--plot' else 'CSV'} written to {absolute(path)}")
         if status == 130:
-            console.print(f"Interrupted. Finish it with: fmnist compare --resume {record.id}", highlight=False)
-    if status:
-        raise typer.Exit(status)
+            say(console, f"Interrupted. Finish it with: fmnist compare --resume {record.id}")
+    for problem in filter(None, problems.values()):
+        report.err.print(f"[red]Error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if status or any(problems.values()):
+        raise typer.Exit(status or 1)
+
+
+def _refuse_replaced(ctx: typer.Context, named: list[str], axes: dict) -> None:
+    """Options that a compared setting replaces would be ignored: --activation beside
+    --vary activation=..., --optimizer beside optimizers named as arguments, --momentum when no
+    compared optimizer is of the SGD family."""
+    given = {p.name for p in ctx.command.params
+             if (source := ctx.get_parameter_source(p.name)) is not None and source.name != "DEFAULT"}
+    varied = {**axes, **({"optimizer": [parse_optimizer(o) for o in named]} if named else {})}
+    for axis in varied:
+        if axis in given:
+            option = "--" + axis.replace("_", "-")
+            source = "optimizers named as arguments" if axis == "optimizer" and named else \
+                f"--vary {'lr' if axis == 'learning_rate' else axis}"
+            raise UsageError(f"{option} does not apply with {source}: each variant sets its own {axis.replace('_', ' ')}.")
+    if "optimizer" in varied and not any(spec.keras_class == "SGD" for spec in varied["optimizer"]):
+        for name in ("momentum", "nesterov"):
+            if name in given:
+                raise UsageError(f"--{name} does not apply to the optimizers compared: only sgd, momentum and "
+                                 "nesterov take it.")
+
+
+def output_error(err: OSError, path: Path, option: str) -> str:
+    """Why a file the user named (--plot, --csv) cannot be written, in one sentence naming it. The
+    advice is another path for that file, never another runs folder (store.storage_error's)."""
+    reasons = {errno.ENOSPC: "the disk is full; free some space, or give",
+               errno.EACCES: "permission denied; give", errno.EPERM: "permission denied; give",
+               errno.EROFS: "the file system is read-only; give",
+               errno.ENOENT: "its folder does not exist or takes no new files; give",
+               errno.EEXIST: "a file or folder is in the way; give", errno.ENOTDIR: "a file or folder is in the way; give",
+               errno.EISDIR: "a folder is in the way; give"}
+    why = reasons.get(err.errno) or f"{(err.strerror or str(err)).lower()}; give"
+    return f"Cannot write {path}: {why} {option} another path."
+
+
+def check_output(path: Path, option: str) -> None:
+    """A --plot or --csv path that cannot be written is refused before anything runs (exit 2): no
+    folder or special file where the file would go, the suffix, and a folder that exists and takes
+    new files (tried, not guessed from permission bits, which root ignores)."""
+    import tempfile
+
+    from .store import absolute
+
+    suffix = ".png" if option == "--plot" else ".csv"
+    target = absolute(path)
+    if target.is_dir():
+        raise UsageError(f"{target} is a folder; give {option} a file name ending in {suffix}.")
+    if target.exists() and not target.is_file():
+        raise UsageError(f"{target} is not a regular file; give {option} another path.")
+    if target.suffix.lower() != suffix:
+        raise UsageError(f"{option} {target} should end in {suffix}.")
+    if not target.parent.is_dir():
+        raise UsageError(f"Cannot write {target}: the folder {target.parent} does not exist; create it or "
+                         f"give {option} another path.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=".fmnist-write-test-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(output_error(err, target, option)) from None
+
+
+def write_output(write, path: Path, option: str) -> str | None:
+    """Write one output file; None when done, else the one-sentence reason naming the file."""
+    from .store import absolute
+
+    try:
+        write()
+        return None
+    except OSError as err:
+        return output_error(err, absolute(path), option)
+    except StorageError as err:   # the store's writer words it for the runs folder: reword it
+        cause = err.__context__
+        return output_error(cause, absolute(path), option) if isinstance(cause, OSError) else str(err)
+    except FmnistError as err:
+        return str(err)
+    except Exception as err:
+        if debugging():
+            raise
+        return f"Cannot write {absolute(path)} ({type(err).__name__}: {err})."
 
 
 def _atomic_plot(summary_data, path: Path) -> None:
     import os as _os
     import tempfile
 
-    from . import report
+    from . import backend, report
 
+    backend.shelter_home()   # matplotlib writes its settings under the home folder
     fd, tmp = tempfile.mkstemp(dir=path.expanduser().parent, suffix=".png")
     _os.close(fd)
     try:
@@ -549,6 +744,7 @@ def data(
 
 def main() -> None:
     """Console-script entry point."""
+    _reopen_closed_streams()
     was_null = _stdout_is_devnull()
     try:
         app(prog_name="fmnist")
@@ -559,6 +755,26 @@ def main() -> None:
         if exit_.code == 1 and closed:
             raise SystemExit(0) from None
         raise
+
+
+def _reopen_closed_streams() -> None:
+    """A closed stdin, stdout or stderr (`fmnist runs >&-`): Python then sets sys.stdout to None, and
+    the first file opened would land on descriptor 1, where a stray print would corrupt it. Point
+    each closed descriptor at /dev/null instead: the output is dropped, the work still happens."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            stream = open(fd, "r" if fd == 0 else "w", closefd=False, encoding="utf-8", errors="backslashreplace")
+            setattr(sys, name, stream)
+            setattr(sys, f"__{name}__", stream)
 
 
 def _stdout_is_devnull() -> bool:

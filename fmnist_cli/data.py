@@ -28,6 +28,18 @@ class IdxFile:
     count: int
     sha256: str    # of the decompressed payload: the .gz wrappers differ between mirrors, the payloads do not
 
+    @property
+    def raw_name(self) -> str:
+        """The name of the uncompressed file (what `gunzip` leaves): read and verified alike."""
+        return self.filename[:-len(".gz")]
+
+    def find(self, folder: Path) -> Path | None:
+        """The file in `folder`, gzipped or not (the .gz first), or None."""
+        for name in (self.filename, self.raw_name):
+            if (folder / name).is_file():
+                return folder / name
+        return None
+
 
 FILES = (
     IdxFile("train_images", "train-images-idx3-ubyte.gz", 3, 60_000,
@@ -45,7 +57,7 @@ REPLACE = ("Delete it, then get a fresh copy with `fmnist data --download`, or o
            "`sudo apt-get install --reinstall dataset-fashion-mnist`.")
 HOW_TO_GET = ("Get the data with `fmnist data --download` (needs internet), or on Debian/Ubuntu "
               "`sudo apt-get install dataset-fashion-mnist`, or point --data-dir / $FMNIST_DATA_DIR "
-              "at a folder holding the four .gz files.")
+              "at a folder holding the four files (.gz or uncompressed).")
 
 
 def keras_cache_dir() -> Path:
@@ -58,31 +70,44 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, s
     """The places to look, in order. A folder the user names is the only place looked at:
     silently falling back to another copy would hide their mistake."""
     if data_dir:
-        return [(Path(data_dir).expanduser(), "--data-dir")]
+        return [(_absolute(data_dir), "--data-dir")]
     env = os.environ.get("FMNIST_DATA_DIR")
     if env:
-        return [(Path(env).expanduser(), "$FMNIST_DATA_DIR")]
-    return [(keras_cache_dir(), "Keras cache"), (SYSTEM_DIR, "Debian package dataset-fashion-mnist")]
+        return [(_absolute(env), "$FMNIST_DATA_DIR")]
+    return [(_absolute(keras_cache_dir()), "Keras cache"), (SYSTEM_DIR, "Debian package dataset-fashion-mnist")]
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    """Messages name folders absolutely, wherever the command was run from."""
+    path = Path(path).expanduser()
+    try:
+        return Path(os.path.abspath(path))
+    except OSError:   # the working folder was removed
+        return path
 
 
 def locate(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
     """The first place holding all four files, with a label saying which kind of place it is."""
     places = search_dirs(data_dir)
     for path, label in places:
-        if all((path / f.filename).is_file() for f in FILES):
+        if label.startswith(("--", "$")) and path.exists() and not path.is_dir():
+            raise DataError(f"{path} ({label}) is a file, not a folder; point {label} at the folder that "
+                            "holds the four Fashion-MNIST files.")
+        if all(f.find(path) for f in FILES):
             return path, label
     lines = []
     for path, label in places:
-        missing = [f.filename for f in FILES if not (path / f.filename).is_file()]
+        missing = [f.filename for f in FILES if not f.find(path)]
         lines.append(f"{path} ({label}): missing {', '.join(missing)}")
     raise DataError("Fashion-MNIST was not found (searched " + "; ".join(lines) + "). " + HOW_TO_GET)
 
 
 def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None = None) -> np.ndarray:
-    """Read one gzipped IDX file, checking everything that can be checked; DataError names the problem."""
+    """Read one IDX file, gzipped (a .gz name) or not, checking everything that can be checked;
+    DataError names the problem."""
     name = path.name
     try:
-        with gzip.open(path, "rb") as fh:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
             payload = fh.read()   # reading to the end also checks the gzip CRC and length
     except FileNotFoundError:
         raise DataError(f"{path} does not exist. {HOW_TO_GET}") from None
@@ -90,6 +115,8 @@ def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None
         raise DataError(f"{path} cannot be read (permission denied).") from None
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path} is corrupt or truncated ({err}). {REPLACE}") from None
+    if path.suffix != ".gz" and payload[:2] == b"\x1f\x8b":
+        raise DataError(f"{path} is gzip-compressed, but its name does not end in .gz; rename it to {name}.gz.")
     if len(payload) < 4:
         raise DataError(f"{name} is too short to be an IDX file ({len(payload)} bytes). {REPLACE}")
     zero, dtype_code, dims = struct.unpack(">HBB", payload[:4])
@@ -128,6 +155,7 @@ class Dataset:
     y_test: np.ndarray
     directory: Path
     source: str
+    files: tuple[str, ...] = ()   # the names read, .gz or not, in the order of FILES
 
 
 def load(data_dir: str | os.PathLike | None = None, strict: bool = True) -> Dataset:
@@ -139,16 +167,18 @@ def load(data_dir: str | os.PathLike | None = None, strict: bool = True) -> Data
 
 @functools.lru_cache(maxsize=2)
 def _load_dir(directory: Path, source: str, strict: bool) -> Dataset:
-    arrays = {}
+    arrays, names = {}, []
     for f in FILES:
-        arrays[f.key] = read_idx(directory / f.filename, f.ndim,
-                                 f.count if strict else None, f.sha256 if strict else None)
+        path = f.find(directory) or directory / f.filename
+        names.append(path.name)
+        arrays[f.key] = read_idx(path, f.ndim, f.count if strict else None, f.sha256 if strict else None)
     for part in ("train", "test"):
         n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
         if n_img != n_lab:
             raise DataError(f"The {part} files disagree: {n_img} images but {n_lab} labels.")
     return Dataset(arrays["train_images"], arrays["train_labels"].astype(np.int32),
-                   arrays["test_images"], arrays["test_labels"].astype(np.int32), directory, source)
+                   arrays["test_images"], arrays["test_labels"].astype(np.int32), directory, source,
+                   tuple(names))
 
 
 def scale(images: np.ndarray) -> np.ndarray:
@@ -200,7 +230,7 @@ def describe(data_dir: str | os.PathLike | None = None, val_size: float = 0.2, s
         "directory": str(ds.directory),
         "source": ds.source,
         "verified": True,
-        "files": [{"name": f.filename, "items": f.count, "sha256": f.sha256} for f in FILES],
+        "files": [{"name": name, "items": f.count, "sha256": f.sha256} for f, name in zip(FILES, ds.files)],
         "classes": list(CLASS_NAMES),
         "splits": {
             "train": class_counts(ds.y_train[train_idx]),
@@ -217,6 +247,11 @@ def download(target: str | os.PathLike | None = None) -> Path:
     """Fetch the files with Keras's own downloader into its cache (needs internet), then copy them
     into `target` (the --data-dir or $FMNIST_DATA_DIR the user named), if any."""
     from . import backend
+
+    target = target or os.environ.get("FMNIST_DATA_DIR")
+    if not target and not os.environ.get("KERAS_HOME") and not backend.home_exists():
+        raise DataError(f"The home folder {os.path.expanduser('~')} does not exist, so there is no Keras cache to "
+                        "download into; name a folder with --data-dir.")
     backend.configure()
     import keras
 
@@ -226,7 +261,6 @@ def download(target: str | os.PathLike | None = None) -> Path:
         raise DataError(f"Downloading Fashion-MNIST failed ({err}). Check the internet connection, "
                         "or install it with `sudo apt-get install dataset-fashion-mnist`.") from None
     _load_dir.cache_clear()
-    target = target or os.environ.get("FMNIST_DATA_DIR")
     if not target:
         return keras_cache_dir()
     import shutil

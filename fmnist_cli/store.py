@@ -117,14 +117,27 @@ def _read(path: Path, what: str):
         return None, f"{what} is {'empty' if size == 0 else 'not valid JSON'}"
 
 
+def absolute(path: str | os.PathLike) -> Path:
+    """`~` expanded and made absolute (not resolved: a link the user chose keeps its name)."""
+    path = Path(path).expanduser()
+    try:
+        return Path(os.path.abspath(path))
+    except OSError:   # the working folder was removed: keep the path as given
+        return path
+
+
 def now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def check_name(name: str | None) -> str | None:
-    """Run names become part of a folder name, so they may hold no path separators or dots up front."""
+    """Run names become part of a folder name, so they may hold no path separators or dots up front;
+    `latest` is taken: it names the newest finished run wherever a run is asked for."""
     if name is None:
         return None
+    if name.strip().lower() == "latest":
+        raise UsageError("The run name 'latest' is reserved (`latest` means the newest finished run); "
+                         "choose another --name.")
     if not NAME_RE.match(name):
         raise UsageError(f"Invalid run name {name!r}: use up to 64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit.")
@@ -174,12 +187,18 @@ class RunStore:
     """All runs and comparisons under one folder."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).expanduser()
+        self.root = absolute(root)   # messages name the folder wherever the command was run from
 
     @classmethod
     def at(cls, explicit: str | os.PathLike | None = None) -> "RunStore":
-        """--runs-dir, else $FMNIST_RUNS_DIR, else ./runs."""
-        return cls(explicit or os.environ.get("FMNIST_RUNS_DIR") or "runs")
+        """--runs-dir, else $FMNIST_RUNS_DIR, else ./runs; a file there is refused (exit 2)."""
+        env = os.environ.get("FMNIST_RUNS_DIR")
+        store = cls(explicit or env or "runs")
+        if store.root.exists() and not store.root.is_dir():
+            source = "--runs-dir" if explicit else "$FMNIST_RUNS_DIR" if env else "the default runs folder"
+            raise UsageError(f"The runs folder {store.root} ({source}) is a file, not a folder; choose a "
+                             "folder with --runs-dir or $FMNIST_RUNS_DIR.")
+        return store
 
     @property
     def comparisons_dir(self) -> Path:

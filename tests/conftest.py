@@ -20,7 +20,9 @@ from helpers import TINY, invoke, write_idx  # noqa: E402  (after the assert-rew
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch, tmp_path_factory):
     for var in ("FMNIST_BACKEND", "FMNIST_DEBUG", "KERAS_BACKEND"):
-        monkeypatch.delenv(var, raising=False)
+        # set, then removed: the removal is undone at teardown even where a test's `--debug` set it
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     if os.environ.get("FMNIST_TEST_DATA_DIR"):
         monkeypatch.setenv("FMNIST_DATA_DIR", os.environ["FMNIST_TEST_DATA_DIR"])
     else:
@@ -28,9 +30,6 @@ def isolated(tmp_path, monkeypatch, tmp_path_factory):
     monkeypatch.setenv("FMNIST_RUNS_DIR", str(tmp_path / "runs"))
     # One JAX compilation cache for the whole session: tests may share compiled programs.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
-    from fmnist_cli import cli
-
-    cli.STATE["debug"] = False
     yield
 
 

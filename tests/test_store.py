@@ -31,7 +31,9 @@ def train(*args) -> dict:
 
 
 def compare(*args, code=0) -> dict:
-    result = invoke("compare", "--epochs", "3", *args, "--json")
+    # --resume takes no settings of its own: the comparison's are used (and --epochs would be refused)
+    settings = [] if {"--resume", "--show", "--list"} & set(args) else ["--epochs", "3"]
+    result = invoke("compare", *settings, *args, "--json")
     assert result.exit_code == code, result.output
     return json.loads(result.stdout)
 
