@@ -246,6 +246,7 @@ class RunRecord(Record):
     stopped_early: bool | None = None
     message: str | None = None          # why it failed, diverged or was interrupted
     model_epoch: int | None = None      # the epoch whose weights model.keras holds
+    checkpoint_seconds: float | None = None   # spent on per-epoch checkpoints (this session)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     format: int = FORMAT
     broken: str | None = None

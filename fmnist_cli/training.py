@@ -67,7 +67,8 @@ class Checkpointer:
     def __init__(self, store: RunStore, run_dirs: list[Path], configs: list[RunConfig]):
         self.store, self.run_dirs, self.configs = store, run_dirs, configs
         self.started = time.perf_counter()
-        self.spent = 0.0             # seconds spent checkpointing so far
+        self.spent = 0.0             # seconds spent checkpointing so far, all runs
+        self.spent_by: dict[int, float] = {}     # and by run
         self.model_cost: dict[int, float] = {}   # the last model save of each run, in seconds
         self.saved = 0
 
@@ -87,7 +88,9 @@ class Checkpointer:
         except FmnistError:
             pass   # a checkpoint that cannot be written must not stop training; the final save reports
         finally:
-            self.spent += time.perf_counter() - t0
+            cost = time.perf_counter() - t0
+            self.spent += cost
+            self.spent_by[member] = self.spent_by.get(member, 0.0) + cost
 
 
 def arm(should_stop) -> None:
@@ -173,7 +176,7 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     try:
         for i, (d, c, o) in enumerate(zip(run_dirs, configs, outcomes)):
             try:
-                results.append(_finish(store, d, c, o, elapsed(i)))
+                results.append(_finish(store, d, c, o, elapsed(i), checkpoint.spent_by.get(i, 0.0)))
             except FmnistError as err:   # disk full while saving, say: this run failed, the others go on
                 mark([i], Status.FAILED, str(err))
                 results.append(RunResult(run_id=d.name, run_dir=str(d), model_path=None, config=c.to_dict(),
@@ -215,7 +218,7 @@ def check_resumable(store: RunStore, run_dir: Path) -> RunConfig:
 
 
 def _finish(store: RunStore, run_dir: Path, config: RunConfig, outcome: engines.Outcome,
-            seconds: float) -> RunResult:
+            seconds: float, checkpoint_seconds: float = 0.0) -> RunResult:
     store.save_history(run_dir, outcome.history)
     model_path = store.save_model(run_dir, outcome.model) if outcome.model is not None else None
     hist = outcome.history
@@ -232,7 +235,7 @@ def _finish(store: RunStore, run_dir: Path, config: RunConfig, outcome: engines.
         message=outcome.message,
         model_epoch=(best if config.early_stopping else len(hist["loss"])) if model_path else None,
     )
-    store.update_run(run_dir, **summary)
+    store.update_run(run_dir, checkpoint_seconds=round(checkpoint_seconds, 4), **summary)
     return RunResult(run_id=run_dir.name, run_dir=str(run_dir),
                      model_path=str(model_path) if model_path else None,
                      config=config.to_dict(), history=hist, **summary)
