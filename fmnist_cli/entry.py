@@ -31,3 +31,14 @@ def _exit_now() -> None:
         except (OSError, ValueError, AttributeError):
             pass
     os._exit(INTERRUPTED)
+
+
+def exit_interrupted() -> None:
+    """A second Ctrl-C: say so and leave at once, with the cursor a live display hid shown again."""
+    try:
+        if sys.stdout.isatty():
+            sys.stdout.write("\x1b[?25h\n")
+        sys.stderr.write("Interrupted.\n")
+    except (OSError, ValueError, AttributeError):
+        pass
+    _exit_now()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import socket
@@ -22,19 +23,30 @@ from .store import RunStore, now
 class StopFlag:
     """Set by SIGINT/SIGTERM: engines stop at their next check (well under a second apart) and keep
     what finished. Before it is armed (no run exists yet: modules and data still loading) a signal
-    ends the command at once; once armed, a second Ctrl-C gives up waiting and raises
-    KeyboardInterrupt, leaving each run with its last checkpoint."""
+    ends the command at once. Once armed, a second Ctrl-C gives up waiting: the `on_abort` hooks
+    mark the runs interrupted (each keeps its last checkpoint) and the process exits there and then.
+    Not by raising KeyboardInterrupt: library code on the way (TensorFlow's, Keras's saving) may
+    catch it and carry on."""
 
     def __init__(self):
         self.event = threading.Event()
         self.signal = None
         self.armed = False
+        self.on_abort: list = []
 
     def __call__(self) -> bool:
         return self.event.is_set()
 
     def arm(self) -> None:
         self.armed = True
+
+    def abort(self) -> None:
+        for hook in list(self.on_abort):
+            with contextlib.suppress(Exception):
+                hook()
+        from .entry import exit_interrupted
+
+        exit_interrupted()
 
     @contextlib.contextmanager
     def installed(self):
@@ -43,8 +55,10 @@ class StopFlag:
             return
 
         def handler(signum, frame):
-            if not self.armed or (self.event.is_set() and signum == signal.SIGINT):
+            if not self.armed:
                 raise KeyboardInterrupt
+            if self.event.is_set() and signum == signal.SIGINT:
+                self.abort()
             self.signal = signum
             self.event.set()
 
@@ -63,6 +77,13 @@ class Checkpointer:
     stopping the model is checkpointed at best epochs only: that is the model the run delivers."""
 
     BUDGET = 0.05
+    SAVE_BYTES_PER_SECOND = 15e6   # a .keras file is a zip archive: compressing dominates (measured)
+
+    @classmethod
+    def estimate(cls, config: RunConfig) -> float:
+        """Seconds to save a model before the first save has been timed: weights and up to two
+        optimizer slots per weight, in float32."""
+        return config.param_count() * 4 * 3 / cls.SAVE_BYTES_PER_SECOND
 
     def __init__(self, store: RunStore, run_dirs: list[Path], configs: list[RunConfig]):
         self.store, self.run_dirs, self.configs = store, run_dirs, configs
@@ -78,7 +99,8 @@ class Checkpointer:
         try:
             self.store.save_history(run_dir, history, durable=False)
             wanted = is_best or not self.configs[member].early_stopping
-            affordable = self.spent + self.model_cost.get(member, 0.0) <= self.BUDGET * (t0 - self.started)
+            cost = self.model_cost.get(member, self.estimate(self.configs[member]))
+            affordable = self.spent + cost <= self.BUDGET * (t0 - self.started)
             if wanted and affordable:
                 t1 = time.perf_counter()
                 self.store.save_model(run_dir, model_fn())
@@ -161,6 +183,11 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
                 store.update_run(run_dirs[i], status=status, finished=now(), seconds=elapsed(i), message=message)
 
     checkpoint = Checkpointer(store, run_dirs, configs)
+    hooks = getattr(should_stop, "on_abort", [])
+    hook = functools.partial(mark, range(len(run_dirs)), Status.INTERRUPTED,
+                             "stopped by a second Ctrl-C; it keeps its last checkpoint "
+                             "(`fmnist train --resume` continues it)")
+    hooks.append(hook)
     try:
         outcomes = engines.get(first.resolved_engine).train(configs, split, relay, should_stop,
                                                             checkpoint=checkpoint, starts=starts)
@@ -187,6 +214,9 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
         mark(range(len(results), len(run_dirs)), Status.INTERRUPTED,
              "stopped while saving (a second Ctrl-C); it keeps its last checkpoint")
         raise
+    finally:
+        with contextlib.suppress(ValueError):
+            hooks.remove(hook)
     return results
 
 

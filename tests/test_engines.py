@@ -122,3 +122,31 @@ def test_every_optimizer_and_activation_trains_on_the_fused_engine(jax_runs):
 def test_divergence_is_caught_on_jax_too(jax_runs):
     for tag in ("fused-diverge", "fit-diverge"):
         assert jax_runs[tag]["status"] == "diverged", (tag, jax_runs[tag]["history"]["loss"])
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from fmnist_cli import backend, training
+    from fmnist_cli.config import RunConfig
+    from fmnist_cli.records import EpochEnd
+    backend.configure("jax")
+    root = Path(sys.argv[1])
+    cfg = RunConfig(backend="jax", limit=3000, epochs=4, dropout=0.3, hidden=(64, 32)).validate()
+    whole = training.train(cfg, root)
+    seen = []
+    part = training.train(cfg, root, on_event=lambda e: isinstance(e, EpochEnd) and seen.append(e.epoch),
+                          should_stop=lambda: len(seen) >= 2)
+    resumed = training.train(cfg, root, resume=Path(part.run_dir))
+    print(json.dumps({"part": part.epochs_run, "whole": whole.history, "resumed": resumed.history}))
+""")
+
+
+def test_a_resumed_fused_run_with_dropout_gives_the_uninterrupted_numbers(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(tmp_path / "runs")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["part"] == 2
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert out["resumed"][metric] == out["whole"][metric], metric

@@ -192,18 +192,21 @@ def test_ctrl_c_is_prompt_on_a_big_model(backend, processes, runs_dir):
     assert read_json(run_dir / "run.json")["epochs_run"] == 1
 
 
-def test_a_second_ctrl_c_exits_at_once_and_keeps_the_last_checkpoint(processes, runs_dir):
-    p = processes("train", *BIG)
+def test_a_second_ctrl_c_exits_at_once(processes, runs_dir):
+    """The first Ctrl-C stops the training; saving a 2000-2000 model then takes seconds (a .keras
+    file is compressed). A second Ctrl-C does not wait for it: the run is marked interrupted at once,
+    keeping its last checkpoint, and the half-written file is gone by the next listing."""
+    pytest.importorskip("jax")
+    p = processes("train", *BIG, "--backend", "jax")
     p.wait_for(r"^epoch 1/3 ")
-    time.sleep(0.3)
     p.proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)   # two signals sent together may arrive as one
+    time.sleep(1.0)
     rc, waited = p.signal_and_wait(signal.SIGINT)
-    assert rc == 130 and waited <= 2.0, (waited, p.output())   # about 0.5 s on a quiet machine
+    assert rc == 130 and waited <= 1.5, (waited, p.output())
     assert "Traceback" not in p.output()
     (run_dir,) = [d for d in runs_dir.iterdir() if d.is_dir()]
-    info = read_json(run_dir / "run.json")
-    assert info["status"] == "interrupted" and info["model_epoch"] == 1
+    listed = listed_runs()[run_dir.name]
+    assert listed["status"] == "interrupted", listed
     assert not leftovers(run_dir)
 
 

@@ -31,7 +31,7 @@ def train(configs, split, on_event, should_stop, checkpoint=None, starts=None) -
     steps = math.ceil(n / batch_size)
     starts = starts or [None] * len(configs)
     assert len({s.epoch if s else 0 for s in starts}) == 1, "a group resumes from one epoch"
-    models, optimizers, states = _build_group(configs, starts)
+    models, optimizers, states = _build_group(configs, starts, steps)
     segments = _segments(steps, configs, batch_size)
     programs = _compile_programs(models, optimizers, n, batch_size, steps)
     trackers = [EpochTracker(patience=c.early_stopping) for c in configs]
@@ -59,9 +59,12 @@ def _segments(steps: int, configs, batch_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + length, steps)) for a in range(0, steps, length)]
 
 
-def _build_group(configs, starts):
+def _build_group(configs, starts, steps):
     """Each run's Keras model and optimizer, and its initial state (trainable, non-trainable and
-    optimizer variables) as arrays for the stateless API: fresh, or a resumed run's saved state."""
+    optimizer variables) as arrays for the stateless API: fresh, or a resumed run's saved state.
+    A .keras file does not hold Dropout's random-generator state; it is a counter of the steps
+    taken, so a resumed run's is rebuilt as the fresh one advanced by the steps already trained."""
+    import numpy as np
     from ..models import build_model, build_optimizer, set_seed
 
     models, optimizers, states = [], [], []
@@ -75,8 +78,12 @@ def _build_group(configs, starts):
             raise ValueError("the saved model's optimizer state does not match its config")
         models.append(model)
         optimizers.append(optimizer)
-        states.append(([v.value for v in source.trainable_variables],
-                       [v.value for v in source.non_trainable_variables],
+        ntv = [v.value for v in source.non_trainable_variables]
+        if start:
+            ntv = [np.asarray(v.value) + np.array([0, start.epoch * steps], dtype=np.uint32)
+                   if "seed_generator_state" in v.path else loaded
+                   for v, loaded in zip(model.non_trainable_variables, ntv)]
+        states.append(([v.value for v in source.trainable_variables], ntv,
                        [v.value for v in source_opt.variables]))
     return models, optimizers, states
 
