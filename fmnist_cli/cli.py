@@ -297,10 +297,11 @@ def train(
     console = _consoles(json_out)
     plain = not console.is_terminal
     stop = training.StopFlag()
+    if not quiet and (json_out or not plain):   # a log gets the epoch lines alone
+        # Before the live display starts: printed under it, the line would tear its first frame.
+        what = f"Resuming {run_dir.name}" if run_dir else "Training"
+        say(report.err, f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...")
     with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet) as display:
-        if not quiet and (json_out or not plain):   # a log gets the epoch lines alone
-            what = f"Resuming {run_dir.name}" if run_dir else "Training"
-            say(report.err, f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...")
         result = training.train(config, root, data_dir, display.on_event, stop, resume=run_dir)
     if json_out:
         report.print_json(result)

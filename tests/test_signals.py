@@ -319,3 +319,29 @@ def test_workers_die_with_their_parent(processes, runs_dir):
     # What they finished stays: their runs are interrupted with their epochs, not left `running`
     runs = listed_runs()
     assert runs and all(r["status"] in ("interrupted", "crashed", "completed") for r in runs.values()), runs
+
+
+def test_a_live_train_in_a_terminal_is_not_torn(runs_dir):
+    """In a real terminal: the start line comes before the live table, never inside its frame."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist_cli", "train", "--limit", "500", "--epochs", "2"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, out
+    assert out.index("Training 100 relu") < out.index("epoch"), out[:500]
+    assert "━Training" not in out and "Traceback" not in out
