@@ -212,8 +212,11 @@ def test_a_second_ctrl_c_exits_at_once(processes, runs_dir):
 
 @pytest.mark.parametrize("delay", [0.3, 1.5])   # importing the CLI; loading TensorFlow and the data
 def test_ctrl_c_during_start_up_leaves_nothing(delay, runs_dir):
+    # As from a terminal: a shell that started the test suite in the background passes SIGINT on
+    # ignored, and Python then never turns it into KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "fmnist_cli", "train", "--limit", "500"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
