@@ -254,7 +254,8 @@ def verify_sources(paths: list[Path], strict: bool) -> tuple[dict[str, np.ndarra
 
 def scale(images: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1], as the book does with `/ 255.0`."""
-    return images.astype(np.float32) / np.float32(255.0)
+    # one pass, one float32 array (not astype's copy and then the division's): the same values
+    return np.divide(images, np.float32(255.0), dtype=np.float32)
 
 
 @dataclass
