@@ -225,7 +225,7 @@ def _load_dir(directory: Path, source: str, strict: bool, verify: bool = False) 
             sources = None   # vanished: verification names it
         arrays, digests = verify_sources(paths, strict)
         previous = datacache.recorded_sha(directory)
-        if sources is None or not datacache.write(directory, sources, built_ns, digests, arrays):
+        if sources is None or not datacache.write(directory, sources, built_ns, digests, arrays, held):
             return done(arrays)
     cache.update(rebuilt=True, reason=reason)
     if reason in ("changed", "damaged") or (reason == "racy" and previous != digests):

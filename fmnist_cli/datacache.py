@@ -188,9 +188,9 @@ def build_lock(entry: Path):
 
 
 def write(source_dir: Path, sources: list[dict], built_ns: int, digests: list[str],
-          arrays: dict[str, np.ndarray]) -> bool:
-    """Write a new entry (call with the build lock held where there is one). False, and nothing left
-    behind, when the cache folder cannot take it."""
+          arrays: dict[str, np.ndarray], locked: bool = True) -> bool:
+    """Write a new entry (call with the build lock held where there is one: `locked`). False, and
+    nothing left behind, when the cache folder cannot take it."""
     entry = entry_dir(source_dir)
     if entry is None:
         return False
@@ -224,7 +224,8 @@ def write(source_dir: Path, sources: list[dict], built_ns: int, digests: list[st
             with contextlib.suppress(OSError):
                 path.unlink()
         return False
-    _sweep(entry, {spec["file"] for spec in manifest["arrays"].values()})
+    if locked:   # without the lock another builder's new files could look like old ones
+        _sweep(entry, {spec["file"] for spec in manifest["arrays"].values()})
     return True
 
 
