@@ -716,13 +716,16 @@ def _atomic_plot(summary_data, path: Path) -> None:
 def data(
     data_dir: DataDir = None,
     download: Annotated[bool, typer.Option("--download", help="Fetch the files with Keras's downloader (needs internet).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Verify the four files again in full (gzip, header, counts, checksums) and rebuild the cache.")] = False,
     val_size: ValSize = 0.2, split_seed: SplitSeed = 42, limit: Limit = None, json_out: Json = False,
 ):
-    """Show where Fashion-MNIST was found, whether it verified, and the class counts of each split.
+    """Show where Fashion-MNIST was found, whether it verified, the cache, and the class counts of each split.
 
     Examples:
 
       fmnist data
+
+      fmnist data --verify
 
       fmnist data --download
     """
@@ -736,7 +739,7 @@ def data(
             report.err.print("Downloading Fashion-MNIST with Keras's downloader...")
             data_mod.download(data_dir)
     check = make_config(val_size=val_size, split_seed=split_seed, limit=limit)
-    info = data_mod.describe(data_dir, check.val_size, check.split_seed, check.limit)
+    info = data_mod.describe(data_dir, check.val_size, check.split_seed, check.limit, verify=verify)
     if json_out:
         report.print_json(info)
     else:

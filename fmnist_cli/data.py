@@ -6,9 +6,12 @@ import functools
 import gzip
 import hashlib
 import os
+import math
 import struct
+import sys
+import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +108,11 @@ def locate(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
 def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None = None) -> np.ndarray:
     """Read one IDX file, gzipped (a .gz name) or not, checking everything that can be checked;
     DataError names the problem."""
+    return _decode(path, ndim, count, sha256)[0]
+
+
+def _decode(path: Path, ndim: int, count: int | None, sha256: str | None) -> tuple[np.ndarray, str]:
+    """read_idx, also returning the SHA-256 of the decompressed payload (what the cache records)."""
     name = path.name
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
@@ -136,18 +144,20 @@ def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None
     if len(payload) - header != expected:
         raise DataError(f"{name} is truncated or padded: {len(payload) - header} data bytes for a header "
                         f"that promises {expected}. {REPLACE}")
-    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
+    digest = hashlib.sha256(payload).hexdigest()
+    if sha256 is not None and digest != sha256:
         raise DataError(f"{name} is not the official Fashion-MNIST file (its checksum differs). "
                         f"{REPLACE}")
     array = np.frombuffer(payload, dtype=np.uint8, offset=header).reshape(shape)
     if dims == 1 and array.size and array.max() > 9:
         raise DataError(f"{name} has label {int(array.max())}; Fashion-MNIST labels are 0 to 9.")
-    return array
+    return array, digest
 
 
 @dataclass
 class Dataset:
-    """The raw uint8 images and labels, as read and verified."""
+    """The raw uint8 images and int32 labels, as read and verified (read-only arrays: memory-mapped
+    from the cache, or views of the decompressed files)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -156,34 +166,96 @@ class Dataset:
     directory: Path
     source: str
     files: tuple[str, ...] = ()   # the names read, .gz or not, in the order of FILES
+    cache: dict = field(default_factory=dict)   # {"directory", "used", "rebuilt", "reason"}
 
 
-def load(data_dir: str | os.PathLike | None = None, strict: bool = True) -> Dataset:
-    """Locate and read all four files. `strict` also checks counts and checksums (off only for tests
-    that build small IDX files of their own)."""
+def load(data_dir: str | os.PathLike | None = None, strict: bool = True, verify: bool = False) -> Dataset:
+    """Locate all four files and return their arrays: from the cache (datacache.py) when it matches
+    the files, else read and verified in full (and cached). `strict` also checks counts and checksums
+    (off only for tests that build small IDX files of their own); `verify` ignores the cache, verifies
+    the files and rebuilds it."""
     directory, source = locate(data_dir)
+    if verify:
+        _load_dir.cache_clear()
+        return _load_dir.__wrapped__(directory.resolve(), source, strict, True)
     return _load_dir(directory.resolve(), source, strict)
 
 
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+WHY = {"changed": "the source files changed", "damaged": "a cached file was damaged or missing",
+       "racy": "the source files changed"}
+
+
 @functools.lru_cache(maxsize=2)
-def _load_dir(directory: Path, source: str, strict: bool) -> Dataset:
-    arrays, names = {}, []
-    for f in FILES:
-        path = f.find(directory) or directory / f.filename
-        names.append(path.name)
-        arrays[f.key] = read_idx(path, f.ndim, f.count if strict else None, f.sha256 if strict else None)
+def _load_dir(directory: Path, source: str, strict: bool, verify: bool = False) -> Dataset:
+    from . import datacache
+
+    paths = [f.find(directory) or directory / f.filename for f in FILES]
+    names = tuple(p.name for p in paths)
+    strict_sha = [f.sha256 for f in FILES] if strict else None
+    root = datacache.root()
+    cache = {"directory": None if root is None else str(root), "used": False, "rebuilt": False, "reason": None}
+
+    def done(arrays: dict) -> Dataset:
+        return Dataset(*(arrays[k] for k in KEYS), directory, source, names, cache)
+
+    reason = "verify"
+    if not verify:
+        try:
+            cache.update(used=True)
+            return done(datacache.lookup(directory, paths, strict_sha))
+        except datacache.Miss as miss:
+            cache.update(used=False)
+            reason = miss.reason
+    entry = None if reason == "off" else datacache.prepare(directory)
+    if entry is None:   # no cache folder, or one that cannot be written
+        return done(verify_sources(paths, strict)[0])
+    with datacache.build_lock(entry) as held:
+        if held and not verify:   # another process may have built it while this one waited
+            try:
+                cache.update(used=True)
+                return done(datacache.lookup(directory, paths, strict_sha))
+            except datacache.Miss as miss:
+                cache.update(used=False)
+                reason = miss.reason
+        built_ns = time.time_ns()   # before the files are looked at: a later change is caught
+        try:
+            sources = datacache.stat_sources(paths)
+        except OSError:
+            sources = None   # vanished: verification names it
+        arrays, digests = verify_sources(paths, strict)
+        previous = datacache.recorded_sha(directory)
+        if sources is None or not datacache.write(directory, sources, built_ns, digests, arrays, held):
+            return done(arrays)
+    cache.update(rebuilt=True, reason=reason)
+    if reason in ("changed", "damaged") or (reason == "racy" and previous != digests):
+        print(f"Rebuilt the Fashion-MNIST cache in {datacache.shown(root)} ({WHY[reason]}).",
+              file=sys.stderr, flush=True)
+    return done(arrays)
+
+
+def verify_sources(paths: list[Path], strict: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Read and verify the four files in full; the arrays by key, and each payload's SHA-256."""
+    arrays, digests = {}, []
+    for f, path in zip(FILES, paths):
+        array, digest = _decode(path, f.ndim, f.count if strict else None, f.sha256 if strict else None)
+        arrays[f.key] = array
+        digests.append(digest)
     for part in ("train", "test"):
         n_img, n_lab = len(arrays[f"{part}_images"]), len(arrays[f"{part}_labels"])
         if n_img != n_lab:
             raise DataError(f"The {part} files disagree: {n_img} images but {n_lab} labels.")
-    return Dataset(arrays["train_images"], arrays["train_labels"].astype(np.int32),
-                   arrays["test_images"], arrays["test_labels"].astype(np.int32), directory, source,
-                   tuple(names))
+    out = {"x_train": arrays["train_images"], "y_train": arrays["train_labels"].astype(np.int32),
+           "x_test": arrays["test_images"], "y_test": arrays["test_labels"].astype(np.int32)}
+    for array in out.values():
+        array.flags.writeable = False   # as read-only as the cached ones: a write shows up in tests
+    return out, digests
 
 
 def scale(images: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1], as the book does with `/ 255.0`."""
-    return images.astype(np.float32) / np.float32(255.0)
+    # one pass, one float32 array (not astype's copy and then the division's): the same values
+    return np.divide(images, np.float32(255.0), dtype=np.float32)
 
 
 @dataclass
@@ -198,10 +270,19 @@ def split_indices(n: int, labels: np.ndarray, val_size: float, split_seed: int,
                   limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the training and validation parts. Splitting indices gives exactly the rows that
     `train_test_split(x, y, test_size=val_size, random_state=split_seed)` gives, without copying x."""
-    from sklearn.model_selection import train_test_split
+    if isinstance(val_size, float) and 0 < val_size < 1 and isinstance(split_seed, int) and math.ceil(val_size * n) < n:
+        # ShuffleSplit's own steps (no scikit-learn import, 0.7 s, for `fmnist data`); a test checks
+        # that the rows are the same
+        n_val = math.ceil(val_size * n)
+        permutation = np.random.RandomState(split_seed).permutation(n)
+        train_idx, val_idx = permutation[n_val:], permutation[:n_val]
+    else:
+        from sklearn.model_selection import train_test_split
 
-    train_idx, val_idx = train_test_split(np.arange(n), test_size=val_size, random_state=split_seed)
+        train_idx, val_idx = train_test_split(np.arange(n), test_size=val_size, random_state=split_seed)
     if limit is not None and limit < len(train_idx):
+        from sklearn.model_selection import train_test_split
+
         try:
             train_idx, _ = train_test_split(train_idx, train_size=limit, stratify=labels[train_idx],
                                             random_state=split_seed)
@@ -222,14 +303,16 @@ def class_counts(labels: np.ndarray) -> list[int]:
 
 
 def describe(data_dir: str | os.PathLike | None = None, val_size: float = 0.2, split_seed: int = 42,
-             limit: int | None = None) -> dict:
-    """What `fmnist data` shows: where the files are, that they verified, class counts per split."""
-    ds = load(data_dir)
+             limit: int | None = None, verify: bool = False) -> dict:
+    """What `fmnist data` shows: where the files are, that they verified (now, or when the cache was
+    built), the cache, class counts per split."""
+    ds = load(data_dir, verify=True) if verify else load(data_dir)
     train_idx, val_idx = split_indices(len(ds.y_train), ds.y_train, val_size, split_seed, limit)
     return {
         "directory": str(ds.directory),
         "source": ds.source,
         "verified": True,
+        "cache": {k: ds.cache.get(k) for k in ("directory", "used", "rebuilt")},
         "files": [{"name": name, "items": f.count, "sha256": f.sha256} for f, name in zip(FILES, ds.files)],
         "classes": list(CLASS_NAMES),
         "splits": {

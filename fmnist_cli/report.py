@@ -8,6 +8,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from rich import box
@@ -455,8 +456,15 @@ def comparison_list(records, console: Console) -> None:
 
 
 def data_info(info: dict, console: Console) -> None:
-    say(console, f"Fashion-MNIST found in {info['directory']} ({info['source']}); all four files verified "
-                 "(gzip, IDX header, counts, labels, checksums).", markup=False)
+    cache = info.get("cache") or {}
+    checks = "(gzip, IDX header, counts, labels, checksums)"
+    if cache.get("used"):
+        verified = f"all four files verified {checks} when the cache was built"
+    else:
+        verified = f"all four files verified {checks}"
+    say(console, f"Fashion-MNIST found in {info['directory']} ({info['source']}); {verified}.", markup=False)
+    if cache:
+        say(console, cache_line(cache), markup=False)
     splits, names = info["splits"], info["classes"]
     cols = [Col("#", [str(i) for i in range(len(names))] + [""]),
             Col("class", [Text(n) for n in names] + ["total"], "left", cut=1)]
@@ -464,6 +472,19 @@ def data_info(info: dict, console: Console) -> None:
     console.print(fitted_table(cols, console.width, row_styles=[None] * len(names) + ["bold"],
                                title=f"Class counts (validation split {info['val_size']:g}, "
                                      f"seed {info['split_seed']})"))
+
+
+def cache_line(cache: dict) -> str:
+    from .datacache import shown
+
+    if not cache.get("directory"):
+        return "Cache: none (no home folder and no $XDG_CACHE_HOME); the files are read and verified each time."
+    where = shown(Path(cache["directory"]))
+    if cache.get("used"):
+        return f"Cache: {where} (used; `fmnist data --verify` checks the files again)."
+    if cache.get("rebuilt"):
+        return f"Cache: {where} (built from the verified files)."
+    return f"Cache: {where} (could not be written; the files are read and verified each time)."
 
 
 # --- compare -------------------------------------------------------------------------------------
