@@ -186,7 +186,8 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed for initial weights, dro
 ValSize = Annotated[float, typer.Option("--val-size", help="Fraction of the 60,000 training images held out for validation.")]
 SplitSeed = Annotated[int, typer.Option("--split-seed", help="random_state of the validation split.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", help="Train on a stratified subset of N training images.")]
-EarlyStopping = Annotated[Optional[int], typer.Option("--early-stopping", help="Stop after N epochs without a better val_accuracy; keep the best weights.")]
+EarlyStopping = Annotated[Optional[int], typer.Option("--early-stopping", help="Stop after N epochs without a better --monitor value (Keras's EarlyStopping rule); keep the best epoch's weights.")]
+Monitor = Annotated[str, typer.Option("--monitor", help="What the best epoch is, and what --early-stopping watches: val_loss (lowest; Keras's default and the book's), val_accuracy (highest), loss or accuracy.")]
 Backend = Annotated[Optional[str], typer.Option("--backend", help="Keras backend: tensorflow (default) or jax. Also $FMNIST_BACKEND.")]
 Engine = Annotated[str, typer.Option("--engine", help="auto (fused on jax, fit on tensorflow), fit, or fused.")]
 RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs are saved (default ./runs or $FMNIST_RUNS_DIR).")]
@@ -197,7 +198,8 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.
 
 def make_config(*, hidden="100", activation="relu", dropout=0.0, optimizer="rmsprop", learning_rate=None,
                 momentum=None, nesterov=None, epochs=5, batch_size=32, seed=42, val_size=0.2, split_seed=42,
-                limit=None, early_stopping=None, backend=None, engine="auto", name=None) -> RunConfig:
+                limit=None, early_stopping=None, monitor="val_loss", backend=None, engine="auto",
+                name=None) -> RunConfig:
     """The options as a validated RunConfig (keywords only: sixteen positional options invite mix-ups)."""
     from . import backend as backend_mod
     from .store import check_name
@@ -206,7 +208,7 @@ def make_config(*, hidden="100", activation="relu", dropout=0.0, optimizer="rmsp
         hidden=parse_hidden(hidden), activation=activation, dropout=dropout,
         optimizer=parse_optimizer(optimizer, learning_rate, momentum, nesterov), epochs=epochs,
         batch_size=batch_size, seed=seed, val_size=val_size, split_seed=split_seed, limit=limit,
-        early_stopping=early_stopping, backend=backend_mod.requested(backend), engine=engine,
+        early_stopping=early_stopping, monitor=monitor, backend=backend_mod.requested(backend), engine=engine,
         name=check_name(name),
     ).validate()
 
@@ -256,7 +258,8 @@ def train(
     optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, momentum: Momentum = None,
     nesterov: Nesterov = None, epochs: Epochs = 5, batch_size: BatchSize = 32, seed: Seed = 42,
     val_size: ValSize = 0.2, split_seed: SplitSeed = 42, limit: Limit = None,
-    early_stopping: EarlyStopping = None, backend: Backend = None, engine: Engine = "auto",
+    early_stopping: EarlyStopping = None, monitor: Monitor = "val_loss", backend: Backend = None,
+    engine: Engine = "auto",
     name: Annotated[Optional[str], typer.Option("--name", help="A label for the run, part of its id.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted or crashed run (id, part of one, or 'latest') from its last checkpoint to its configured epochs.")] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
@@ -270,6 +273,8 @@ def train(
       fmnist train --activation sigmoid --optimizer sgd
 
       fmnist train --optimizer adam --epochs 20 --early-stopping 3
+
+      fmnist train --optimizer adam --dropout 0.3 --epochs 20 --early-stopping 2   # the book's 7-3
 
       fmnist train --hidden 300,100 --dropout 0.2 --optimizer sgd:lr=0.05,momentum=0.9
 
@@ -292,7 +297,8 @@ def train(
         config = make_config(hidden=hidden, activation=activation, dropout=dropout, optimizer=optimizer,
                              learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, epochs=epochs,
                              batch_size=batch_size, seed=seed, val_size=val_size, split_seed=split_seed,
-                             limit=limit, early_stopping=early_stopping, backend=backend, engine=engine, name=name)
+                             limit=limit, early_stopping=early_stopping, monitor=monitor, backend=backend,
+                             engine=engine, name=name)
     root = store.ensure_writable().root
     console = _consoles(json_out)
     plain = not console.is_terminal
@@ -301,7 +307,8 @@ def train(
         # Before the live display starts: printed under it, the line would tear its first frame.
         what = f"Resuming {run_dir.name}" if run_dir else "Training"
         say(report.err, f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...")
-    with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet) as display:
+    with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet,
+                                                    monitor=config.monitor) as display:
         result = training.train(config, root, data_dir, display.on_event, stop, resume=run_dir)
     if json_out:
         report.print_json(result)
@@ -487,7 +494,8 @@ def compare(
     optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, momentum: Momentum = None,
     nesterov: Nesterov = None, epochs: Epochs = 5,
     batch_size: BatchSize = 32, seed: Seed = 42, val_size: ValSize = 0.2, split_seed: SplitSeed = 42,
-    limit: Limit = None, early_stopping: EarlyStopping = None, backend: Backend = None, engine: Engine = "auto",
+    limit: Limit = None, early_stopping: EarlyStopping = None, monitor: Monitor = "val_loss",
+    backend: Backend = None, engine: Engine = "auto",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to N units at once in separate processes.")] = 1,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write learning curves to this PNG file.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.")] = None,
@@ -564,7 +572,7 @@ def compare(
                            learning_rate=learning_rate, momentum=None if per_variant else momentum,
                            nesterov=None if per_variant else nesterov, epochs=epochs, batch_size=batch_size,
                            seed=seed, val_size=val_size, split_seed=split_seed, limit=limit,
-                           early_stopping=early_stopping, backend=backend, engine=engine)
+                           early_stopping=early_stopping, monitor=monitor, backend=backend, engine=engine)
         if base.seed + repeats - 1 >= 2**32:
             raise UsageError(f"--seed {base.seed} with --repeats {repeats} runs past the largest seed, 4294967295; "
                              "use a smaller --seed.")
@@ -586,7 +594,8 @@ def compare(
         plain = not console.is_terminal
         if not quiet:
             say(report.err, f"Comparison {record.id}: {len(labels)} variant(s) x {record.repeats} seed(s).")
-        with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet) as display:
+        with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet,
+                                                      monitor=cmp.monitor_of(record)) as display:
             record = cmp.execute(store, record, data_dir, jobs, display.on_event, stop)
         if stop():
             status = 130

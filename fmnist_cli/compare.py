@@ -11,7 +11,8 @@ import itertools
 import math
 from pathlib import Path
 
-from .config import RunConfig, parse_activation, parse_hidden, parse_optimizer
+from .config import DEFAULT_MONITOR, RunConfig, parse_activation, parse_hidden, parse_optimizer
+from .engines import best_index
 from .errors import Busy, FmnistError, UsageError
 from .records import (FINISHED, METRICS, ComparisonRecord, ComparisonSummary, Plan, RunDone, SlotSummary,
                       Status, VariantSpec, VariantSummary)
@@ -257,9 +258,10 @@ def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict) ->
 def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
     """The comparison as a record: each variant with its runs and the figures over its usable seeds."""
     variants = []
+    monitor = monitor_of(record)
     for vi, variant in enumerate(record.variants):
         slot_list = [_slot(store, vi, r, run_id, record.errors) for r, run_id in enumerate(variant.runs)]
-        agg = aggregate(slot_list)
+        agg = aggregate(slot_list, monitor)
         variants.append(VariantSummary(label=variant.label, settings=variant.settings, runs=slot_list,
                                        status=_variant_status(slot_list), n=agg["n"], of=record.repeats,
                                        aggregate=agg))
@@ -270,8 +272,17 @@ def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
     best = max(ok, key=lambda v: v.aggregate["best_val_accuracy"]["mean"]).label if ok else None
     complete = all(v.status in FINISHED for v in variants)
     return ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
-                             base=record.base, variants=variants, best_variant=best,
+                             base=record.base, monitor=monitor, variants=variants, best_variant=best,
                              status=Status.COMPLETED if complete else Status.INCOMPLETE)
+
+
+def monitor_of(record: ComparisonRecord) -> str:
+    """The metric the comparison's best epochs are by: its base config's (which every variant's config
+    carries: --vary cannot change it). A record from before `monitor` existed reads as val_accuracy,
+    as RunConfig.from_dict reads any old config."""
+    if record.variants:
+        return record.variants[0].run_config.monitor
+    return RunConfig.from_dict(record.base).monitor
 
 
 def _variant_status(slot_list: list[SlotSummary]) -> Status:
@@ -288,9 +299,11 @@ def _variant_status(slot_list: list[SlotSummary]) -> Status:
     return Status.INCOMPLETE
 
 
-def aggregate(slot_list: list[SlotSummary]) -> dict:
+def aggregate(slot_list: list[SlotSummary], monitor: str = DEFAULT_MONITOR) -> dict:
     """Figures over the seeds with a usable history (n of them): a diverged seed counts with the
-    epochs it finished, an interrupted one with its finished epochs, a broken or missing one not at all."""
+    epochs it finished, an interrupted one with its finished epochs, a broken or missing one not at all.
+    Each seed's best epoch is the one its training called best (by `monitor`, with Keras's rule);
+    `best_val_accuracy` is the val_accuracy at that epoch."""
     usable = [s for s in slot_list if s.history and s.history.get("loss")
               and s.status not in (Status.BROKEN, Status.MISSING, Status.RUNNING)]
     histories = [s.history for s in usable]
@@ -309,7 +322,7 @@ def aggregate(slot_list: list[SlotSummary]) -> dict:
         timed = s.history.get("seconds", [])[1:] or s.history.get("seconds", [])
         if timed:
             secs.append(sum(timed) / len(timed) / (s.group_size or 1))
-    best_idx = [max(range(len(h["val_accuracy"])), key=lambda i: h["val_accuracy"][i]) for h in histories]
+    best_idx = [best_index(h[monitor], monitor) for h in histories]
     return {
         "n": len(histories),
         "epochs": epochs,

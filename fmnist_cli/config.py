@@ -14,6 +14,13 @@ from .errors import UsageError
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "elu", "selu", "gelu", "leaky_relu", "swish", "softplus")
 BACKENDS = ("tensorflow", "jax")
 ENGINES = ("auto", "fit", "fused")
+# What "best epoch" and early stopping watch, and which way is better (Keras's EarlyStopping infers
+# the same: lower for losses, higher for accuracies). val_loss is Keras's default and the book's.
+MONITORS = {"val_loss": "min", "val_accuracy": "max", "loss": "min", "accuracy": "max"}
+DEFAULT_MONITOR = "val_loss"
+# Runs stored before `monitor` existed were trained watching val_accuracy (their early stopping and
+# best epoch): a stored config without the key means that, so old runs are described truthfully.
+LEGACY_MONITOR = "val_accuracy"
 
 # name -> (Keras class, fixed arguments). Learning rates are left to Keras's own defaults.
 OPTIMIZERS: dict[str, tuple[str, dict]] = {
@@ -162,6 +169,19 @@ def parse_hidden(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def parse_monitor(text: str) -> str:
+    """`val_loss`, `val_accuracy`, `loss` or `accuracy` (a `-` for `_` and any case accepted)."""
+    name = text.strip().lower().replace("-", "_") if isinstance(text, str) else None
+    if name not in MONITORS:
+        raise UsageError(f"Unknown monitor {text!r}. Choose one of: {', '.join(MONITORS)}.")
+    return name
+
+
+def monitor_phrase(monitor: str) -> str:
+    """`lowest val_loss`, `highest val_accuracy`: what a best epoch is, in words."""
+    return ("lowest " if MONITORS.get(monitor) == "min" else "highest ") + monitor
+
+
 def parse_activation(text: str) -> str:
     if not isinstance(text, str):
         raise UsageError(f"Unknown activation {text!r}. Choose one of: {', '.join(ACTIVATIONS)}.")
@@ -185,7 +205,8 @@ class RunConfig:
     val_size: float = 0.2              # the book's train_test_split(test_size=0.2, random_state=42)
     split_seed: int = 42
     limit: int | None = None           # train on a stratified subset of this many images
-    early_stopping: int | None = None  # patience in epochs on val_accuracy; restores the best weights
+    early_stopping: int | None = None  # patience in epochs on `monitor`; restores the best weights
+    monitor: str = DEFAULT_MONITOR     # what the best epoch is (and early stopping watches); see MONITORS
     backend: str = "tensorflow"        # Keras backend
     engine: str = "auto"               # fit (model.fit) or fused (one compiled JAX program per epoch)
     name: str | None = None            # a label the user chose for the run
@@ -196,6 +217,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         self.hidden = parse_hidden(self.hidden)
         self.activation = parse_activation(self.activation)
+        self.monitor = parse_monitor(self.monitor)
         if isinstance(self.optimizer, str):
             self.optimizer = parse_optimizer(self.optimizer)
         _validate_optimizer(self.optimizer)
@@ -243,11 +265,15 @@ class RunConfig:
         return "fused" if self.backend == "jax" else "fit"
 
     def short(self) -> str:
-        """One line for tables: `100 relu rmsprop e5`."""
+        """One line for tables: `100 relu rmsprop e5 b32`; `es2` with early stopping (patience 2), and
+        `best=val_accuracy` where the best epoch is not by the default val_loss."""
         hidden = ",".join(map(str, self.hidden))
         extra = f" d{self.dropout:g}" if self.dropout else ""
         lim = f" n{self.limit}" if self.limit else ""
-        return f"{hidden} {self.activation}{extra} {self.optimizer.label()} e{self.epochs} b{self.batch_size}{lim}"
+        es = f" es{self.early_stopping}" if self.early_stopping else ""
+        by = f" best={self.monitor}" if self.monitor != DEFAULT_MONITOR else ""
+        return (f"{hidden} {self.activation}{extra} {self.optimizer.label()} e{self.epochs} b{self.batch_size}"
+                f"{lim}{es}{by}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -257,11 +283,14 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         """Rebuild from config.json; unknown keys (from newer versions) are ignored, values re-validated.
+        A config without `monitor` was stored before it existed, when the best epoch and early
+        stopping watched val_accuracy: it reads as LEGACY_MONITOR (new configs default to val_loss).
         Any fault, of type or of value, is a UsageError saying what is wrong."""
         if not isinstance(data, dict):
             raise UsageError("the config is not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs.setdefault("monitor", LEGACY_MONITOR)
         opt = kwargs.get("optimizer", {})
         if isinstance(opt, dict):
             opt_known = {f.name for f in dataclasses.fields(OptimizerSpec)}

@@ -240,8 +240,8 @@ class RunRecord(Record):
     finished: str | None = None
     seconds: float | None = None
     epochs_run: int | None = None
-    best_epoch: int | None = None       # 1-based, by val_accuracy
-    best_val_accuracy: float | None = None
+    best_epoch: int | None = None       # 1-based, by the config's monitor (old runs: val_accuracy)
+    best_val_accuracy: float | None = None   # val_accuracy at best_epoch (not its highest)
     final: dict[str, float] | None = None
     stopped_early: bool | None = None
     message: str | None = None          # why it failed, diverged or was interrupted
@@ -445,6 +445,7 @@ class ComparisonSummary(Record):
     created: str | None
     repeats: int
     base: dict
+    monitor: str       # what every run's best epoch is by (from the base config)
     variants: list[VariantSummary]
     best_variant: str | None
     status: Status     # completed, or incomplete when a slot is missing, broken, failed or interrupted

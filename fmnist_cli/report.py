@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from .config import DEFAULT_MONITOR, LEGACY_MONITOR, monitor_phrase
 from .records import COLORS, METRICS, EpochEnd, EpochStart, Plan, Record, RunDone, Status, Step
 
 
@@ -253,14 +254,15 @@ class LiveDisplay:
 HEADERS = {"loss": "loss", "accuracy": "acc", "val_loss": "val loss", "val_accuracy": "val acc"}
 
 
-def epoch_table(rows: list[EpochEnd], best: int | None, width: int) -> Table:
-    """One row per finished epoch, the best one so far highlighted. Narrow: time, then the training
-    loss and accuracy, then val loss go."""
+def epoch_table(rows: list[EpochEnd], best: int | None, width: int, monitor: str = DEFAULT_MONITOR) -> Table:
+    """One row per finished epoch, the best one so far (by `monitor`, as the title says) highlighted.
+    Narrow: time, then the training loss and accuracy, then val loss go."""
     drops = {"loss": 3, "accuracy": 2, "val_loss": 1, "val_accuracy": 0}
     cols = [Col("epoch", [str(r.epoch) for r in rows])]
     cols += [Col(HEADERS[k], [fmt(r.metric(k)) for r in rows], drop=drops[k]) for k in METRICS]
     cols.append(Col("time", [f"{r.seconds:.2f}s" for r in rows], drop=4))
-    return fitted_table(cols, width, row_styles=["bold green" if r.epoch == best else None for r in rows])
+    return fitted_table(cols, width, title=f"best epoch: {monitor_phrase(monitor)}",
+                        row_styles=["bold green" if r.epoch == best else None for r in rows])
 
 
 def fit_progress(progress: Progress, bar: BarColumn, full: tuple, narrow: tuple, width: int) -> None:
@@ -290,9 +292,10 @@ class TrainDisplay(LiveDisplay):
     """Live view of one run: a progress bar inside the epoch and a table that gains a row per epoch.
     With `plain` (output not a terminal) one line per epoch, never one per step."""
 
-    def __init__(self, epochs: int, console: Console, plain: bool, quiet: bool = False):
+    def __init__(self, epochs: int, console: Console, plain: bool, quiet: bool = False,
+                 monitor: str = DEFAULT_MONITOR):
         super().__init__(console, plain, quiet)
-        self.epochs = epochs
+        self.epochs, self.monitor = epochs, monitor
         self.bar = BarColumn()
         epoch, count, elapsed = (TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
                                  MofNCompleteColumn(), TimeElapsedColumn())
@@ -305,7 +308,7 @@ class TrainDisplay(LiveDisplay):
     def renderable(self):
         width = self.console.width   # read each time: the terminal may have been resized
         fit_progress(self.progress, self.bar, *self.columns, width)
-        return Group(epoch_table(self.rows, self.best, width), self.progress)
+        return Group(epoch_table(self.rows, self.best, width, self.monitor), self.progress)
 
     def close(self) -> None:
         if self.task is not None:
@@ -335,7 +338,11 @@ def train_result(result, console: Console, brief: bool = False) -> None:
     status = result.status
     best = result.best_epoch
     if best and not brief:
-        console.print(f"Best epoch: {best} (val_accuracy {fmt(result.best_val_accuracy)}).", highlight=False)
+        monitor = (result.config or {}).get("monitor", LEGACY_MONITOR)
+        values = (result.history or {}).get(monitor) or []
+        watched = f"{monitor} {fmt(values[best - 1])}, " if monitor != "val_accuracy" and len(values) >= best else ""
+        console.print(f"Best epoch ({monitor_phrase(monitor)}): {best} "
+                      f"({watched}val_accuracy {fmt(result.best_val_accuracy)}).", highlight=False)
     if result.stopped_early:
         console.print(f"Stopped early after {result.epochs_run} epochs; the saved model is epoch {best}'s.",
                       highlight=False)
@@ -519,12 +526,16 @@ class CompareDisplay(LiveDisplay):
 
     transient = True
 
-    def __init__(self, labels: list[str], repeats: int, console: Console, plain: bool, quiet: bool = False):
+    def __init__(self, labels: list[str], repeats: int, console: Console, plain: bool, quiet: bool = False,
+                 monitor: str = DEFAULT_MONITOR):
         super().__init__(console, plain, quiet)
         self.repeats = repeats
         self.labels = labels
-        self.rows = {label: {"done": 0, "epoch": "", "val_accuracy": None, "best": None, "status": "waiting"}
-                     for label in labels}
+        self.monitor = monitor
+        # "best": the highest, over the variant's seeds, of the val_accuracy at each seed's best epoch
+        # so far (by `monitor`), as the final table's "best val acc" column is.
+        self.rows = {label: {"done": 0, "epoch": "", "val_accuracy": None, "best": None, "status": "waiting",
+                             "at_best": {}} for label in labels}
         self.runs_total = 0
         self.runs_done = 0
         self.bar = BarColumn()
@@ -545,7 +556,8 @@ class CompareDisplay(LiveDisplay):
                 Col("best", [fmt(r["best"]) for r in rows]),
                 Col("status", [Text(r["status"]) for r in rows], "left")]
         fit_progress(self.progress, self.bar, *self.columns, width)
-        return Group(fitted_table(cols, width), self.progress)
+        title = f"best: val acc at the {monitor_phrase(self.monitor)}"
+        return Group(fitted_table(cols, width, title=title), self.progress)
 
     def handle(self, event) -> None:
         if isinstance(event, Plan):
@@ -558,8 +570,9 @@ class CompareDisplay(LiveDisplay):
             if row is not None:
                 row.update(epoch=f"{event.epoch}/{event.epochs}", val_accuracy=event.val_accuracy,
                            status="training")
-                if row["best"] is None or event.val_accuracy > row["best"]:
-                    row["best"] = event.val_accuracy
+                if event.is_best:
+                    row["at_best"][event.repeat] = event.val_accuracy
+                    row["best"] = max(row["at_best"].values())
             if self.task is not None:
                 self.progress.advance(self.task, 1)
             if self.plain:
@@ -596,7 +609,9 @@ def comparison_table(summary, console: Console) -> None:
     finite = [x for c in curves for x in c if x is not None]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     n = summary.repeats
-    title = f"Comparison {summary.comparison_id}" + (f" (mean ± std over {n} seeds)" if n > 1 else "")
+    monitor = summary.monitor
+    over = f"mean ± std over {n} seeds; " if n > 1 else ""
+    title = f"Comparison {summary.comparison_id} ({over}best epoch: {monitor_phrase(monitor)})"
     variants = summary.variants
 
     def best(agg):
@@ -619,8 +634,9 @@ def comparison_table(summary, console: Console) -> None:
     console.print(fitted_table(cols, console.width, title=title,
                                row_styles=["bold" if v.label == summary.best_variant else None for v in variants]))
     if summary.best_variant:
-        say(console, f"★ best: {summary.best_variant} (highest best val_accuracy"
-                     f"{', mean over seeds' if n > 1 else ''}). Curves span {lo:.4f}-{hi:.4f}.", markup=False)
+        say(console, f"★ best: {summary.best_variant} (highest val_accuracy at the best epoch, by "
+                     f"{monitor_phrase(monitor)}{', mean over seeds' if n > 1 else ''}). "
+                     f"Curves span {lo:.4f}-{hi:.4f}.", markup=False)
     for v in variants:
         for r in v.runs:
             if r.status in (Status.DIVERGED, Status.FAILED, Status.BROKEN) and r.message:

@@ -61,7 +61,7 @@ class FakeEngine:
         outcomes = []
         for member, config in enumerate(configs):
             self.trained.append(config)
-            tracker = EpochTracker(patience=config.early_stopping)
+            tracker = EpochTracker.for_config(config)
             full = fake_history(config)
             interrupted = False
             for e in range(config.epochs):

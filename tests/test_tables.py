@@ -237,9 +237,10 @@ def test_compare_display_fits_every_width():
         def draw(console):
             display = report.CompareDisplay(labels, 3, console, plain=False)
             display.on_event(Plan(runs=9, units=9, epochs=90))
-            display.on_event(EpochEnd(variant=labels[0], epoch=3, epochs=10, val_accuracy=0.81234))
+            # best epochs, as engines flag them (a seed's first epoch always is one)
+            display.on_event(EpochEnd(variant=labels[0], epoch=3, epochs=10, val_accuracy=0.81234, is_best=True))
             display.on_event(RunDone(variant=0, repeat=0, status=Status.COMPLETED))
-            display.on_event(EpochEnd(variant=labels[2], epoch=10, epochs=10, val_accuracy=0.8))
+            display.on_event(EpochEnd(variant=labels[2], epoch=10, epochs=10, val_accuracy=0.8, is_best=True))
             console.print(display.renderable())
         shown[width] = render(draw, width)
     assert headers(shown[200]).split() == ["variant", "runs", "epoch", "val", "acc", "best", "status"]

@@ -71,11 +71,15 @@ def test_early_stopping_keeps_best_weights():
 
     out = train_json("--epochs", "30", "--early-stopping", "1", "--optimizer", "sgd:lr=0.5")
     hist = out["history"]
-    assert len(hist["loss"]) < 30 and out["stopped_early"]
+    assert len(hist["loss"]) < 30 and out["stopped_early"] and out["config"]["monitor"] == "val_loss"
+    best = out["best_epoch"]   # by the default monitor, val_loss: its lowest
+    assert hist["val_loss"][best - 1] == min(hist["val_loss"]) and out["model_epoch"] == best
+    assert out["best_val_accuracy"] == hist["val_accuracy"][best - 1]
     model = keras.models.load_model(out["model_path"])
     split = data.make_split(data.load(), limit=1000)
-    _, acc = model.evaluate(split.x_val, split.y_val, verbose=0)
-    assert acc == pytest.approx(max(hist["val_accuracy"]), abs=1e-6)
+    loss, acc = model.evaluate(split.x_val, split.y_val, verbose=0)
+    assert acc == pytest.approx(hist["val_accuracy"][best - 1], abs=1e-6)
+    assert loss == pytest.approx(hist["val_loss"][best - 1], rel=1e-4)
 
 
 def test_evaluate_latest_val_and_test_stored_in_run():

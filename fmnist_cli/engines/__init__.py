@@ -15,11 +15,12 @@ epoch events. One interface, so the rest of the tool never cares which engine ra
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import DEFAULT_MONITOR, MONITORS
 from ..records import METRICS, Status
-
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Outcome:
 
     history: dict[str, list[float]]
     status: Status              # completed | interrupted | diverged
-    best_epoch: int | None      # 1-based, by val_accuracy; None when no epoch finished
+    best_epoch: int | None      # 1-based, by the config's monitor; None when no epoch finished
     stopped_early: bool = False
     model: Any = None           # a compiled Keras model holding the weights to save
     message: str | None = None
@@ -44,20 +45,53 @@ class Start:
     model: Any
 
 
+def _float32(value: float) -> float:
+    """`value` rounded to float32, as Keras's `ops.less`/`ops.greater` see a Python float."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def improves(monitor: str, current: float, best: float | None) -> bool:
+    """Keras's EarlyStopping rule with min_delta=0: the first value always improves; after that, a
+    strictly lower loss or a strictly higher accuracy, compared in float32 as Keras compares. A tie
+    is no improvement, and NaN never improves."""
+    if best is None:
+        return True
+    a, b = _float32(current), _float32(best)
+    return a < b if MONITORS[monitor] == "min" else a > b
+
+
+def best_index(values: list[float], monitor: str) -> int | None:
+    """The 0-based epoch EpochTracker calls best for a history's `monitor` values (the first of ties)."""
+    best = None
+    for i, value in enumerate(values):
+        if improves(monitor, value, None if best is None else values[best]):
+            best = i
+    return best
+
+
 @dataclass
 class EpochTracker:
     """The per-run policy both engines share, so they agree on meaning: records finished epochs,
-    finds the best one (highest val_accuracy), applies early stopping (Keras's rule: stop after
-    `patience` epochs without improvement) and spots divergence."""
+    finds the best one (by `monitor`: lowest val_loss by default), applies early stopping and spots
+    divergence. Early stopping is keras.callbacks.EarlyStopping(monitor, patience,
+    restore_best_weights=True), decision for decision (tests/test_monitor.py drives both)."""
 
     patience: int | None = None
+    monitor: str = DEFAULT_MONITOR
     history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in (*METRICS, "seconds")})
     best_epoch: int | None = None
-    best_value: float = -math.inf
+    best_value: float | None = None
     wait: int = 0
     done: bool = False
     status: Status = Status.COMPLETED
     stopped_early: bool = False
+
+    @classmethod
+    def for_config(cls, config) -> "EpochTracker":
+        return cls(patience=config.early_stopping, monitor=config.monitor)
 
     def replay(self, history: dict[str, list[float]]) -> None:
         """Feed a resumed run's earlier epochs, so best epoch and patience carry on as if unbroken."""
@@ -74,15 +108,16 @@ class EpochTracker:
             self.history[key].append(float(metrics[key]))
         self.history["seconds"].append(round(float(seconds), 4))
         epoch = len(self.history["loss"])
-        is_best = metrics["val_accuracy"] > self.best_value
-        if is_best:
-            self.best_value, self.best_epoch, self.wait = float(metrics["val_accuracy"]), epoch, 0
-        else:
-            self.wait += 1
-            if self.patience is not None and self.wait >= self.patience:
-                self.stopped_early, self.done = True, True
-                return is_best, False
-        return is_best, True
+        current = float(metrics[self.monitor])
+        # Keras: wait += 1, then back to 0 on an improvement; stop once wait reaches the patience.
+        self.wait += 1
+        if improves(self.monitor, current, self.best_value):
+            self.best_value, self.best_epoch, self.wait = current, epoch, 0
+            return True, True
+        if self.patience is not None and self.wait >= self.patience:
+            self.stopped_early, self.done = True, True
+            return False, False
+        return False, True
 
 
 # Cross-entropy over 10 classes starts near ln(10) = 2.3 (a uniform guess). A blown-up network is

@@ -42,7 +42,7 @@ def _train_one(member, config, split, on_event, should_stop, checkpoint, start) 
     set_seed(config.seed)
     steps = math.ceil(len(split.y_train) / config.batch_size)
     spe = steps_per_execution(len(split.y_train), config.batch_size, config.param_count())
-    tracker = EpochTracker(patience=config.early_stopping)
+    tracker = EpochTracker.for_config(config)
     if start:
         # The checkpoint's weights and optimizer state; compiled again for our settings, keeping
         # its optimizer object (and so its state).

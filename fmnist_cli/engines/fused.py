@@ -34,7 +34,7 @@ def train(configs, split, on_event, should_stop, checkpoint=None, starts=None) -
     models, optimizers, states = _build_group(configs, starts, steps)
     segments = _segments(steps, configs, batch_size)
     programs = _compile_programs(models, optimizers, n, batch_size, steps)
-    trackers = [EpochTracker(patience=c.early_stopping) for c in configs]
+    trackers = [EpochTracker.for_config(c) for c in configs]
     for tracker, start in zip(trackers, starts):
         if start:
             tracker.replay(start.history)
