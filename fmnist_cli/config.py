@@ -208,7 +208,7 @@ class RunConfig:
     early_stopping: int | None = None  # patience in epochs on `monitor`; restores the best weights
     monitor: str = DEFAULT_MONITOR     # what the best epoch is (and early stopping watches); see MONITORS
     backend: str = "tensorflow"        # Keras backend
-    engine: str = "auto"               # fit (model.fit) or fused (one compiled JAX program per epoch)
+    engine: str = "auto"               # fit (model.fit) or fused (compiled programs over each epoch's steps)
     name: str | None = None            # a label the user chose for the run
     comparison: str | None = None      # id of the comparison this run belongs to
     variant: str | None = None         # the variant label within that comparison
@@ -248,8 +248,6 @@ class RunConfig:
         if params > MAX_PARAMS:
             raise UsageError(f"That model has {params:,} parameters (about {params * 16 / 1e9:.0f} GB to train "
                              f"with an adaptive optimizer); fmnist takes up to {MAX_PARAMS:,}: use smaller --hidden.")
-        if self.engine == "fused" and self.backend != "jax":
-            raise UsageError("The fused engine runs on the JAX backend: add --backend jax.")
         return self
 
     def param_count(self) -> int:

@@ -25,7 +25,7 @@ BAD_OPTIONS = [
     (["--limit", "3"], "--limit"),
     (["--learning-rate", "0"], "learning rate"),
     (["--backend", "torch"], "backend"),
-    (["--engine", "fused"], "fused"),
+    (["--engine", "fast"], "--engine"),
 ]
 
 

@@ -1,15 +1,24 @@
-"""The `fused` engine (JAX backend): the same Keras models and optimizers, driven through Keras's
-stateless API, with every epoch one compiled program (`jax.jit` over a `lax.scan` of the steps,
-shuffling included) and the data resident on the device.
+"""The `fused` engine, on both backends: the same Keras models and optimizers, every epoch a few
+compiled programs over all of its steps (shuffling included) with the data resident on the device.
+
+- JAX: Keras's stateless API (`stateless_call`, `stateless_apply`) under `jax.jit` + `lax.scan`,
+  the runs' state carried as arrays.
+- TensorFlow: Keras's optimizers refuse `stateless_apply` there (tf.distribute), so the models and
+  optimizers keep their state in their variables, updated inside `tf.function(jit_compile=True)`
+  + `tf.while_loop`; a shuffle from `argsort` of stateless uniforms (StatelessShuffle has no XLA
+  kernel).
+Everything else is one engine: the batching and masking, the metrics, the epoch loop, stopping,
+checkpoints, resuming and the saved model. Only `_JaxProgram` and `_TensorFlowProgram` differ.
 
 An epoch runs as a few compiled segments (see SEGMENT_FLOPS), so that a stop request is seen within
 a fraction of a second whatever the model size.
 
 A group of K runs that share their data and batch size (a comparison's variants and repeats) is
-stepped inside that one program: each run has its own model, optimizer, initial weights and batch
+stepped inside the same programs: each run has its own model, optimizer, initial weights and batch
 order, but the per-step overhead is paid once. Metrics mean what Keras's mean: train loss and
 accuracy are the epoch means over batches weighted by batch size (a last partial batch included,
-by masking), validation is scored on the whole validation set at each epoch end.
+by masking), validation is scored on the whole validation set at each epoch end. Every epoch's batch
+order comes from (seed, epoch) alone, so a resumed run gets the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -27,21 +36,23 @@ from . import EpochTracker, Outcome, divergence_hint
 def train(configs, split, on_event, should_stop, checkpoint=None, starts=None) -> list[Outcome]:
     """`starts` (from `train --resume`): per run, None or a Start to continue from; a group resumes
     together, so every run of it starts at the same epoch."""
+    import keras
+
     n, batch_size = len(split.y_train), configs[0].batch_size
     steps = math.ceil(n / batch_size)
     starts = starts or [None] * len(configs)
     assert len({s.epoch if s else 0 for s in starts}) == 1, "a group resumes from one epoch"
     models, optimizers, states = _build_group(configs, starts, steps)
-    segments = _segments(steps, configs, batch_size)
-    programs = _compile_programs(models, optimizers, n, batch_size, steps)
+    kind = _JaxProgram if keras.backend.backend() == "jax" else _TensorFlowProgram
+    program = kind(models, optimizers, states, n, batch_size, steps)
     trackers = [EpochTracker.for_config(c) for c in configs]
     for tracker, start in zip(trackers, starts):
         if start:
             tracker.replay(start.history)
-    last, best, interrupted = _run_epochs(configs, split, states, programs, segments, trackers, steps,
-                                          on_event, should_stop, checkpoint or (lambda *a: None),
-                                          first=(starts[0].epoch if starts[0] else 0) + 1,
-                                          materialize=lambda k, state: _materialize(models[k], optimizers[k], state))
+    last, best, interrupted = _run_epochs(configs, split, program, _segments(steps, configs, batch_size),
+                                          trackers, steps, on_event, should_stop,
+                                          checkpoint or (lambda *a: None),
+                                          first=(starts[0].epoch if starts[0] else 0) + 1)
     return _outcomes(configs, models, optimizers, trackers, last, best, interrupted)
 
 
@@ -79,7 +90,7 @@ def _build_group(configs, starts, steps):
         models.append(model)
         optimizers.append(optimizer)
         ntv = [v.value for v in source.non_trainable_variables]
-        if start:
+        if start:   # the generator's state is [seed, steps taken]
             ntv = [np.asarray(v.value) + np.array([0, start.epoch * steps], dtype=np.uint32)
                    if "seed_generator_state" in v.path else loaded
                    for v, loaded in zip(model.non_trainable_variables, ntv)]
@@ -88,7 +99,86 @@ def _build_group(configs, starts, steps):
     return models, optimizers, states
 
 
-def _batch_loss(model, tv, ntv, xb, yb, mask):
+class _JaxProgram:
+    """The runs' state as arrays, carried through `jax.jit` programs (stateless API)."""
+
+    def __init__(self, models, optimizers, states, n, batch_size, steps):
+        import jax
+        import jax.numpy as jnp
+        import keras
+
+        self.carry = states
+        self.models, self.optimizers = models, optimizers
+        padded = steps * batch_size
+        grad_fns = [jax.value_and_grad(functools.partial(_jax_batch_loss, m), has_aux=True) for m in models]
+
+        @jax.jit
+        def order(seeds, epoch):
+            # Keys derived inside the program: done outside, each small op compiles on its own (0.5 s).
+            keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), epoch))(seeds)
+            perms = jax.vmap(lambda key: jax.random.permutation(key, n))(keys)          # (K, n)
+            perms = jnp.pad(perms, ((0, 0), (0, padded - n)))                           # pad rows: masked
+            idx = perms.reshape(len(models), steps, batch_size).transpose(1, 0, 2)      # (steps, K, bs)
+            mask = (jnp.arange(padded) < n).astype(jnp.float32).reshape(steps, batch_size)
+            return idx, mask
+
+        # The data are arguments, not closed-over constants: constants would be baked into the
+        # program, bloating compile time and the persistent compilation cache.
+        @functools.partial(jax.jit, static_argnums=5)
+        def segment(carry, idx, mask, xs, ys, bounds):
+            first, end = bounds
+            step = _jax_step(optimizers, grad_fns, xs, ys)
+            carry, (loss_sums, correct_sums) = jax.lax.scan(step, carry, (idx[first:end], mask[first:end]))
+            return carry, loss_sums, correct_sums
+
+        @jax.jit
+        def means(loss_parts, correct_parts):
+            return jnp.concatenate(loss_parts).sum(0) / n, jnp.concatenate(correct_parts).sum(0) / n
+
+        @jax.jit
+        def evaluate(carry, xv, yv):
+            out = []
+            for model, (tv, ntv, _) in zip(models, carry):
+                yp, _ = model.stateless_call(tv, ntv, xv, training=False)
+                loss = keras.losses.sparse_categorical_crossentropy(yv, yp).sum()
+                out.append(jnp.stack([loss, (jnp.argmax(yp, -1) == yv).sum()]))
+            return jnp.stack(out)
+
+        self._order, self._segment, self._means, self._evaluate = order, segment, means, evaluate
+
+    def data(self, x, y):
+        import jax.numpy as jnp
+
+        return jnp.asarray(x), jnp.asarray(y)
+
+    def order(self, seeds, epoch):
+        return self._order(np.asarray(seeds, dtype=np.uint32), np.int32(epoch))
+
+    def segment(self, idx, mask, xs, ys, bounds):
+        self.carry, loss_sums, correct_sums = self._segment(self.carry, idx, mask, xs, ys, bounds)
+        # JAX dispatches asynchronously: without this wait every segment would be queued before a
+        # stop could be seen, and the stop would come at the end of the epoch.
+        loss_sums.block_until_ready()
+        return loss_sums, correct_sums
+
+    def means(self, losses, corrects):
+        import jax
+
+        return jax.device_get(self._means(losses, corrects))
+
+    def evaluate(self, xv, yv):
+        import jax
+
+        return np.asarray(jax.device_get(self._evaluate(self.carry, xv, yv)), dtype=np.float64)
+
+    def snapshot(self, k):
+        return self.carry[k]   # immutable arrays: keeping a reference is a snapshot
+
+    def restore(self, states):
+        self.carry = list(states)
+
+
+def _jax_batch_loss(model, tv, ntv, xb, yb, mask):
     """Mean loss over the batch's real rows (`mask`), and the count of its correct predictions."""
     import jax.numpy as jnp
     import keras
@@ -101,8 +191,8 @@ def _batch_loss(model, tv, ntv, xb, yb, mask):
     return loss, (ntv, correct)
 
 
-def _make_step(optimizers, grad_fns, xs, ys):
-    """One training step of every run: the body of the epoch's `lax.scan`."""
+def _jax_step(optimizers, grad_fns, xs, ys):
+    """One training step of every run: the body of the segment's `lax.scan`."""
     import jax.numpy as jnp
 
     def step(carry, batch):
@@ -122,51 +212,106 @@ def _make_step(optimizers, grad_fns, xs, ys):
     return step
 
 
-def _compile_programs(models, optimizers, n, batch_size, steps):
-    """The jit-compiled programs: `order` (every run's shuffled batches for an epoch, from its seed
-    and the epoch number alone, so a resumed run sees the batches an uninterrupted one would),
-    `segment` (train every run through a range of steps), `means` (the epoch's train loss and
-    accuracy) and `evaluate` (every run's validation loss and accuracy sums over a chunk)."""
-    import jax
-    import jax.numpy as jnp
-    import keras
+class _TensorFlowProgram:
+    """The runs' state in their Keras variables, updated inside XLA-compiled `tf.function`s."""
 
-    padded = steps * batch_size
-    grad_fns = [jax.value_and_grad(functools.partial(_batch_loss, m), has_aux=True) for m in models]
+    def __init__(self, models, optimizers, states, n, batch_size, steps):
+        import keras
+        import tensorflow as tf
 
-    @jax.jit
-    def order(seeds, epoch):
-        # Keys derived inside the program: done outside, each small op compiles on its own (0.5 s).
-        keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), epoch))(seeds)
-        perms = jax.vmap(lambda key: jax.random.permutation(key, n))(keys)          # (K, n)
-        perms = jnp.pad(perms, ((0, 0), (0, padded - n)))                           # pad rows: masked
-        idx = perms.reshape(len(models), steps, batch_size).transpose(1, 0, 2)      # (steps, K, bs)
-        mask = (jnp.arange(padded) < n).astype(jnp.float32).reshape(steps, batch_size)
-        return idx, mask
+        self.models, self.optimizers = models, optimizers
+        self.restore(states)
+        K, padded = len(models), steps * batch_size
 
-    # The data are arguments, not closed-over constants: constants would be baked into the program,
-    # bloating compile time and the persistent compilation cache.
-    @functools.partial(jax.jit, static_argnums=5)
-    def segment(carry, idx, mask, xs, ys, bounds):
-        first, end = bounds
-        step = _make_step(optimizers, grad_fns, xs, ys)
-        carry, (loss_sums, correct_sums) = jax.lax.scan(step, carry, (idx[first:end], mask[first:end]))
-        return carry, loss_sums, correct_sums
+        @tf.function(jit_compile=True)
+        def order(seeds, epoch):
+            # StatelessShuffle has no XLA kernel; argsort of stateless uniforms is a permutation that does.
+            perms = tf.stack([tf.argsort(tf.random.stateless_uniform((n,), seed=tf.stack([seeds[k], epoch])))
+                              for k in range(K)])
+            perms = tf.pad(perms, [[0, 0], [0, padded - n]])                         # pad rows: masked
+            idx = tf.transpose(tf.reshape(perms, (K, steps, batch_size)), (1, 0, 2))   # (steps, K, bs)
+            mask = tf.reshape(tf.cast(tf.range(padded) < n, tf.float32), (steps, batch_size))
+            return idx, mask
 
-    @jax.jit
-    def means(loss_parts, correct_parts):
-        return jnp.concatenate(loss_parts).sum(0) / n, jnp.concatenate(correct_parts).sum(0) / n
+        def make_segment(first, end):
+            @tf.function(jit_compile=True)
+            def segment(idx, mask, xs, ys):
+                def body(i, loss_sums, correct_sums):
+                    rows, real = idx[i], mask[i]
+                    # One gather for every run's batch, as on JAX.
+                    flat = tf.reshape(rows, [-1])
+                    xb_all = tf.reshape(tf.gather(xs, flat), tf.concat([[K, batch_size], tf.shape(xs)[1:]], 0))
+                    yb_all = tf.reshape(tf.gather(ys, flat), (K, batch_size))
+                    count = tf.reduce_sum(real)
+                    losses, corrects = [], []
+                    for k in range(K):
+                        with tf.GradientTape() as tape:
+                            yp = models[k](xb_all[k], training=True)
+                            per_example = keras.losses.sparse_categorical_crossentropy(yb_all[k], yp)
+                            loss = tf.reduce_sum(per_example * real) / tf.maximum(count, 1.0)
+                        grads = tape.gradient(loss, models[k].trainable_variables)
+                        optimizers[k].apply(grads, models[k].trainable_variables)
+                        hit = tf.cast(tf.argmax(yp, -1, output_type=yb_all.dtype) == yb_all[k], tf.float32)
+                        losses.append(loss * count)
+                        corrects.append(tf.reduce_sum(hit * real))
+                    return i + 1, loss_sums + tf.stack(losses), correct_sums + tf.stack(corrects)
 
-    @jax.jit
-    def evaluate(carry, xv, yv):
-        out = []
-        for model, (tv, ntv, _) in zip(models, carry):
-            yp, _ = model.stateless_call(tv, ntv, xv, training=False)
-            loss = keras.losses.sparse_categorical_crossentropy(yv, yp).sum()
-            out.append(jnp.stack([loss, (jnp.argmax(yp, -1) == yv).sum()]))
-        return jnp.stack(out)
+                _, loss_sums, correct_sums = tf.while_loop(
+                    lambda i, *_: i < end, body, (tf.constant(first), tf.zeros(K), tf.zeros(K)))
+                return loss_sums, correct_sums
+            return segment
 
-    return order, segment, means, evaluate
+        @tf.function(jit_compile=True)
+        def evaluate(xv, yv):
+            out = []
+            for model in models:
+                yp = model(xv, training=False)
+                loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yv, yp))
+                hit = tf.cast(tf.argmax(yp, -1, output_type=yv.dtype) == yv, tf.float32)
+                out.append(tf.stack([loss, tf.reduce_sum(hit)]))
+            return tf.stack(out)
+
+        self._order, self._evaluate = order, evaluate
+        self._segments = {}
+        self._make_segment = make_segment
+        self.n = n
+
+    def data(self, x, y):
+        import tensorflow as tf
+
+        return tf.constant(x), tf.constant(np.asarray(y, dtype=np.int32))
+
+    def order(self, seeds, epoch):
+        import tensorflow as tf
+
+        return self._order(tf.constant(np.asarray(seeds, dtype=np.int64)), tf.constant(epoch, tf.int64))
+
+    def segment(self, idx, mask, xs, ys, bounds):
+        if bounds not in self._segments:
+            self._segments[bounds] = self._make_segment(*bounds)
+        return self._segments[bounds](idx, mask, xs, ys)   # TensorFlow runs it before returning
+
+    def means(self, losses, corrects):
+        return (np.sum([np.asarray(x) for x in losses], axis=0) / self.n,
+                np.sum([np.asarray(x) for x in corrects], axis=0) / self.n)
+
+    def evaluate(self, xv, yv):
+        return np.asarray(self._evaluate(xv, yv), dtype=np.float64)
+
+    def snapshot(self, k):
+        model, optimizer = self.models[k], self.optimizers[k]
+        return ([v.numpy().copy() for v in model.trainable_variables],
+                [v.numpy().copy() for v in model.non_trainable_variables],
+                [v.numpy().copy() for v in optimizer.variables])
+
+    def restore(self, states):
+        for model, optimizer, (tv, ntv, ov) in zip(self.models, self.optimizers, states):
+            for var, value in zip(model.trainable_variables, tv):
+                var.assign(value)
+            for var, value in zip(model.non_trainable_variables, ntv):
+                var.assign(value)
+            for var, value in zip(optimizer.variables, ov):
+                var.assign(value)
 
 
 def _val_chunks(n_val: int, configs) -> list[tuple[int, int]]:
@@ -176,27 +321,21 @@ def _val_chunks(n_val: int, configs) -> list[tuple[int, int]]:
     return [(a, min(a + length, n_val)) for a in range(0, n_val, length)]
 
 
-def _run_epochs(configs, split, states, programs, segments, trackers, steps, on_event, should_stop,
-                checkpoint, first, materialize):
+def _run_epochs(configs, split, program, segments, trackers, steps, on_event, should_stop, checkpoint,
+                first):
     """The epoch loop: runs every epoch of the group segment by segment, feeds each active run's
     tracker, reports its events and checkpoints it. A stop request is seen between segments; the
     part-epoch it cuts is dropped. Returns each run's state after its last and after its best
     recorded epoch, and whether a stop cut the loop short."""
-    import jax
-    import jax.numpy as jnp
-
-    order, segment, means, evaluate = programs
-    XS, YS = jnp.asarray(split.x_train), jnp.asarray(split.y_train)
+    XS, YS = program.data(split.x_train, split.y_train)
     n_val = len(split.y_val)
-    chunks = [(jnp.asarray(split.x_val[a:b]), jnp.asarray(split.y_val[a:b]))
-              for a, b in _val_chunks(n_val, configs)]
-    seeds = np.asarray([c.seed for c in configs], dtype=np.uint32)
+    chunks = [program.data(split.x_val[a:b], split.y_val[a:b]) for a, b in _val_chunks(n_val, configs)]
+    seeds = [c.seed for c in configs]
     # A resumed run's state is its last and its best so far (its checkpoint is its best epoch's
     # when it stops early: see training.Checkpointer).
-    last = [states[k] if first > 1 else None for k in range(len(configs))]
+    last = [program.snapshot(k) if first > 1 else None for k in range(len(configs))]
     best = list(last)
     interrupted = False
-    carry = states
 
     for epoch in range(first, max(c.epochs for c in configs) + 1):
         active = [k for k, t in enumerate(trackers) if not t.done and epoch <= configs[k].epochs]
@@ -208,31 +347,26 @@ def _run_epochs(configs, split, states, programs, segments, trackers, steps, on_
         for k in active:
             on_event(EpochStart(member=k, epoch=epoch, steps=steps))
         t0 = time.perf_counter()
-        idx, mask = order(seeds, np.int32(epoch))
-        start_carry, losses, corrects = carry, [], []
+        idx, mask = program.order(seeds, epoch)
+        losses, corrects = [], []
         for bounds in segments:
             if should_stop():
                 interrupted = True
                 break
-            carry, loss_sums, correct_sums = segment(carry, idx, mask, XS, YS, bounds)
-            # JAX dispatches asynchronously: without this wait every segment would be queued before
-            # a stop could be seen, and the stop would come at the end of the epoch.
-            loss_sums.block_until_ready()
+            loss_sums, correct_sums = program.segment(idx, mask, XS, YS, bounds)
             losses.append(loss_sums)
             corrects.append(correct_sums)
             for k in active:
                 on_event(Step(member=k, step=bounds[1], steps=steps))
-        val = jnp.zeros((len(configs), 2))
+        val = np.zeros((len(configs), 2))
         for xv, yv in chunks:
             if interrupted or should_stop():
                 interrupted = True
                 break
-            val = val + evaluate(carry, xv, yv)
+            val = val + program.evaluate(xv, yv)
         if interrupted:
-            carry = start_carry   # the part-epoch does not count
-            break
-        train_loss, train_acc = means(losses, corrects)
-        train_loss, train_acc, val = jax.device_get((train_loss, train_acc, val))
+            break   # the part-epoch does not count: `last` and `best` hold what finished
+        train_loss, train_acc = program.means(losses, corrects)
         seconds = time.perf_counter() - t0
         for k in active:
             metrics = {"loss": float(train_loss[k]), "accuracy": float(train_acc[k]),
@@ -240,13 +374,13 @@ def _run_epochs(configs, split, states, programs, segments, trackers, steps, on_
             is_best, _ = trackers[k].add(metrics, seconds)
             if trackers[k].status == Status.DIVERGED:
                 continue
-            last[k] = carry[k]
+            last[k] = program.snapshot(k)
             if is_best:
-                best[k] = carry[k]
+                best[k] = last[k]
             on_event(EpochEnd(member=k, epoch=epoch, **metrics, seconds=seconds, is_best=is_best))
-            state = carry[k]
+            state = last[k]
             checkpoint(k, epoch, trackers[k].history, is_best,
-                       lambda k=k, state=state: materialize(k, state))
+                       lambda k=k, state=state: _materialize(program.models[k], program.optimizers[k], state))
     return last, best, interrupted
 
 

@@ -1,0 +1,68 @@
+"""The fused engine on TensorFlow (in this process, which runs Keras on TensorFlow): equal to
+`fit` where batch order cannot matter, the same numbers for the same seed, exact resumes, a saved
+model that plain Keras loads and that scores what was reported, and the engine's shared rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fmnist_cli import training
+from fmnist_cli.config import RunConfig, parse_optimizer
+from fmnist_cli.records import EpochEnd
+
+
+def run(runs_dir, **kw):
+    return training.train(RunConfig(**kw).validate(), runs_dir)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "nesterov"])
+def test_fused_equals_fit_when_batch_order_cannot_matter(runs_dir, optimizer):
+    # One batch of 1000 per epoch: shuffling cannot change anything, so the engines must agree.
+    common = dict(optimizer=parse_optimizer(optimizer), limit=1000, batch_size=1000, epochs=3)
+    fit, fused = run(runs_dir, engine="fit", **common), run(runs_dir, engine="fused", **common)
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert fused.history[metric] == pytest.approx(fit.history[metric], abs=2e-4), metric
+
+
+def test_same_seed_same_numbers_and_the_model_scores_what_was_reported(runs_dir):
+    import keras
+
+    from fmnist_cli import data
+
+    a = run(runs_dir, engine="fused", limit=2000, epochs=2, batch_size=48, dropout=0.2)
+    b = run(runs_dir, engine="fused", limit=2000, epochs=2, batch_size=48, dropout=0.2)
+    assert a.history["val_accuracy"] == b.history["val_accuracy"] and a.history["loss"] == b.history["loss"]
+    model = keras.models.load_model(a.model_path)
+    split = data.make_split(data.load(), limit=2000)
+    loss, acc = model.evaluate(split.x_val, split.y_val, verbose=0)
+    assert acc == pytest.approx(a.history["val_accuracy"][-1], abs=2e-4)
+    assert loss == pytest.approx(a.history["val_loss"][-1], rel=1e-3)
+
+
+def test_a_resumed_run_gives_the_uninterrupted_numbers(runs_dir):
+    cfg = RunConfig(engine="fused", limit=2000, epochs=4, dropout=0.3, hidden=(64, 32)).validate()
+    whole = training.train(cfg, runs_dir)
+    seen = []
+    part = training.train(cfg, runs_dir, on_event=lambda e: isinstance(e, EpochEnd) and seen.append(e.epoch),
+                          should_stop=lambda: len(seen) >= 2)
+    assert part.status == "interrupted" and part.epochs_run == 2
+    resumed = training.train(cfg, runs_dir, resume=__import__("pathlib").Path(part.run_dir))
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert resumed.history[metric] == whole.history[metric], metric
+
+
+def test_a_group_trains_like_its_runs_alone_and_divergence_is_caught(runs_dir):
+    configs = [RunConfig(engine="fused", limit=1000, epochs=2, optimizer=parse_optimizer(o)).validate()
+               for o in ("adam", "sgd:lr=50")]
+    together = training.train_group(configs, runs_dir)
+    alone = run(runs_dir, engine="fused", limit=1000, epochs=2, optimizer=parse_optimizer("adam"))
+    assert together[0].history["val_accuracy"] == pytest.approx(alone.history["val_accuracy"], abs=1e-4)
+    assert together[1].status == "diverged" and together[0].status == "completed"
+
+
+def test_early_stopping_keeps_the_monitored_best(runs_dir):
+    r = run(runs_dir, engine="fused", limit=2000, epochs=30, optimizer=parse_optimizer("sgd:lr=0.5"),
+            early_stopping=1, monitor="val_loss")
+    assert r.stopped_early and r.epochs_run < 30
+    assert r.model_epoch == int(np.argmin(r.history["val_loss"])) + 1
