@@ -57,7 +57,6 @@ def shelter_home() -> None:
     if home_exists():
         return
     import atexit
-    import shutil
     import tempfile
 
     for var, prefix in (("KERAS_HOME", "fmnist-keras-"), ("MPLCONFIGDIR", "fmnist-mpl-")):
@@ -65,7 +64,19 @@ def shelter_home() -> None:
             continue
         path = tempfile.mkdtemp(prefix=prefix)
         os.environ[var] = path
-        atexit.register(shutil.rmtree, path, True)
+        SHELTERS.append(path)
+    atexit.register(remove_shelters)
+
+
+SHELTERS: list[str] = []   # temporary homes made by shelter_home, this process's own
+
+
+def remove_shelters() -> None:
+    """Also called on the quick exit after Ctrl-C, which skips atexit."""
+    import shutil
+
+    while SHELTERS:
+        shutil.rmtree(SHELTERS.pop(), ignore_errors=True)
 
 
 def configure(name: str | None = None) -> str:

@@ -209,6 +209,9 @@ def execute(store: RunStore, record: ComparisonRecord, data_dir=None, jobs: int 
         executor = executor or LocalExecutor(jobs)
         errors = {}
         on_event(Plan(runs=len(todo), units=len(units), epochs=sum(s[2].epochs for s in todo)))
+        from .training import arm
+
+        arm(should_stop)   # from here a first Ctrl-C stops gracefully, whatever the executor
         for ui, outcome in executor.run([u for _, u in units], on_event, should_stop):
             chunk = units[ui][0]
             if isinstance(outcome, Exception):

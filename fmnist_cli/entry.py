@@ -30,6 +30,9 @@ def _exit_now() -> None:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
+    backend = sys.modules.get("fmnist_cli.backend")
+    if backend is not None:
+        backend.remove_shelters()
     os._exit(INTERRUPTED)
 
 

@@ -51,7 +51,7 @@ class LocalExecutor:
 
     def _parallel(self, units, on_event, should_stop):
         import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import ProcessPoolExecutor
 
         from multiprocessing.managers import SyncManager
 
@@ -66,31 +66,45 @@ class LocalExecutor:
         try:
             with ProcessPoolExecutor(max_workers=min(self.jobs, len(units)), mp_context=ctx,
                                      initializer=_child_init, initargs=(parent, signal.SIGTERM)) as pool:
-                pending = {pool.submit(_worker, configs, root, data_dir, events, stop): i
-                           for i, (configs, root, data_dir) in enumerate(units)}
-                while pending:
-                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    _drain(events, on_event)
-                    if should_stop() and not stop.is_set():
-                        stop.set()
-                        for fut in pending:
-                            fut.cancel()   # units not started yet never start
-                    for fut in done:
-                        i = pending.pop(fut)
-                        if fut.cancelled():
-                            continue
-                        try:
-                            result = fut.result()
-                            if result is None:   # the worker saw the stop before it began
-                                continue
-                            yield i, result
-                        except Exception as err:
-                            yield i, err
-                    for fut in [f for f in pending if f.cancelled()]:
-                        pending.pop(fut)
-                _drain(events, on_event)
+                try:
+                    yield from self._dispatch(pool, units, events, stop, on_event, should_stop)
+                except BaseException:
+                    # Leaving early (a second Ctrl-C, a closed reader): queued units never start;
+                    # running ones see the stop at their next check.
+                    stop.set()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         finally:
             manager.shutdown()
+
+
+    @staticmethod
+    def _dispatch(pool, units, events, stop, on_event, should_stop):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        pending = {pool.submit(_worker, configs, root, data_dir, events, stop): i
+                   for i, (configs, root, data_dir) in enumerate(units)}
+        while pending:
+            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(events, on_event)
+            if should_stop() and not stop.is_set():
+                stop.set()
+                for fut in pending:
+                    fut.cancel()   # units not started yet never start
+            for fut in done:
+                i = pending.pop(fut)
+                if fut.cancelled():
+                    continue
+                try:
+                    result = fut.result()
+                    if result is None:   # the worker saw the stop before it began
+                        continue
+                    yield i, result
+                except Exception as err:
+                    yield i, err
+            for fut in [f for f in pending if f.cancelled()]:
+                pending.pop(fut)
+        _drain(events, on_event)
 
 
 def _drain(events, on_event):

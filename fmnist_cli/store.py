@@ -292,13 +292,19 @@ class RunStore:
     def save_history(self, run_dir: Path, history: dict, durable: bool = True) -> None:
         atomic_write_json(run_dir / "history.json", history, durable=durable)
 
-    def save_model(self, run_dir: Path, model) -> Path:
+    def save_model(self, run_dir: Path, model, epoch: int | None = None) -> Path:
         """Save under a temporary .keras name (Keras insists on the suffix), then rename into place.
-        The temporary file goes on any failure, a second Ctrl-C included."""
+        The temporary file goes on any failure, a second Ctrl-C included. `epoch` goes into the
+        archive too (fmnist.json, which Keras ignores): the file says itself which epoch it holds."""
+        import zipfile
+
         target = run_dir / "model.keras"
         tmp = run_dir / f".model-{secrets.token_hex(4)}.keras"
         try:
             model.save(tmp)
+            if epoch is not None and zipfile.is_zipfile(tmp):
+                with zipfile.ZipFile(tmp, "a") as archive:
+                    archive.writestr("fmnist.json", json.dumps({"epoch": int(epoch)}))
             os.replace(tmp, target)
         except OSError as err:
             raise storage_error(err, target) from None
@@ -337,6 +343,27 @@ class RunStore:
         if reason:
             raise Broken(reason)
         return check_history(data)
+
+    def model_epoch(self, run_dir: Path) -> int | None:
+        """The epoch model.keras holds, as written into it by save_model (None if it does not say)."""
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(run_dir / "model.keras") as archive:
+                epoch = json.loads(archive.read("fmnist.json")).get("epoch")
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, AttributeError):
+            return None
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1 else None
+
+    def claim(self, run_dir: Path, check) -> None:
+        """Check a run and mark it `running` for this process in one step under its lock: `check`
+        gets its RunInfo and raises to refuse."""
+        with self._locked(run_dir):
+            check(self.load_run(run_dir))
+            record = self.read_record(run_dir)
+            record = RunRecord.from_json({**record.to_json(), "status": Status.RUNNING.value,
+                                          "pid": os.getpid(), "host": socket.gethostname(), "message": None})
+            atomic_write_json(run_dir / "run.json", record.to_json())
 
     def load_model(self, run_dir: Path):
         """Open a run's model with Keras's safe mode: a model file can never run code of its own."""

@@ -56,6 +56,10 @@ class StopFlag:
 
         def handler(signum, frame):
             if not self.armed:
+                # Recorded first: raised inside a garbage-collector callback (JAX has one) the
+                # KeyboardInterrupt is swallowed, and the check before any run is made must see it.
+                self.signal = signum
+                self.event.set()
                 raise KeyboardInterrupt
             if self.event.is_set() and signum == signal.SIGINT:
                 self.abort()
@@ -103,7 +107,7 @@ class Checkpointer:
             affordable = self.spent + cost <= self.BUDGET * (t0 - self.started)
             if wanted and affordable:
                 t1 = time.perf_counter()
-                self.store.save_model(run_dir, model_fn())
+                self.store.save_model(run_dir, model_fn(), epoch=epoch)
                 self.store.update_run(run_dir, model_epoch=epoch, epochs_run=epoch)
                 self.model_cost[member] = time.perf_counter() - t1
                 self.saved += 1
@@ -159,7 +163,7 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     arm(should_stop)
     versions = backend.describe()
     started = time.time()
-    before = [(store.read_record(d).seconds or 0.0) if resume else 0.0 for d in run_dirs]
+    before = [_seconds_so_far(store, d, s) for d, s in zip(run_dirs, starts)] if resume else [0.0] * len(run_dirs)
     for d in run_dirs:
         fields = dict(versions=versions, group_size=len(configs), engine=first.resolved_engine,
                       n_train=len(split.y_train), n_val=len(split.y_val), data_dir=str(dataset.directory))
@@ -177,8 +181,12 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     def elapsed(i: int) -> float:
         return round(before[i] + time.time() - started, 3)
 
+    finished: set[int] = set()   # runs whose outcome is saved: a late mark must not relabel them
+
     def mark(indices, status, message):
         for i in indices:
+            if i in finished:
+                continue
             with contextlib.suppress(FmnistError, OSError):
                 store.update_run(run_dirs[i], status=status, finished=now(), seconds=elapsed(i), message=message)
 
@@ -204,6 +212,7 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
         for i, (d, c, o) in enumerate(zip(run_dirs, configs, outcomes)):
             try:
                 results.append(_finish(store, d, c, o, elapsed(i), checkpoint.spent_by.get(i, 0.0)))
+                finished.add(i)
             except FmnistError as err:   # disk full while saving, say: this run failed, the others go on
                 mark([i], Status.FAILED, str(err))
                 results.append(RunResult(run_id=d.name, run_dir=str(d), model_path=None, config=c.to_dict(),
@@ -220,11 +229,22 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     return results
 
 
+def _seconds_so_far(store: RunStore, run_dir: Path, start) -> float:
+    """Training time before this session: run.json's, or for a crashed run (which never wrote it)
+    the epochs' own seconds up to the checkpoint."""
+    seconds = store.read_record(run_dir).seconds
+    if seconds is None and start is not None:
+        seconds = sum(start.history.get("seconds", []))
+    return seconds or 0.0
+
+
 def _start(store: RunStore, run_dir: Path) -> engines.Start:
     """Where an interrupted or crashed run continues: its checkpointed model, and its history up to
-    the epoch that model holds (later epochs are trained again)."""
+    the epoch that model holds (later epochs are trained again). The epoch is read from the model
+    file itself (see RunStore.save_model), so a crash between saving it and updating run.json cannot
+    pair the model with the wrong epoch."""
     info = store.load_run(run_dir)
-    model_epoch = info.get("model_epoch")
+    model_epoch = store.model_epoch(run_dir) or info.get("model_epoch")
     if not model_epoch or info.history is None or len(info.history["loss"]) < model_epoch:
         raise UsageError(f"Run {run_dir.name} has no checkpoint to resume from; train it again.")
     history = {k: v[:model_epoch] for k, v in info.history.items()}
@@ -232,25 +252,29 @@ def _start(store: RunStore, run_dir: Path) -> engines.Start:
 
 
 def check_resumable(store: RunStore, run_dir: Path) -> RunConfig:
-    """The config of a run that `train --resume` may continue, or a one-sentence error."""
-    info = store.load_run(run_dir)
-    if info.status == Status.BROKEN:
-        raise BrokenRecord(f"Run {info.id} is broken ({info.reason}); it cannot be resumed.")
-    if info.status == Status.RUNNING:
-        raise Busy(f"Run {info.id} is still being trained (process {info.get('pid')}).")
-    if info.status not in (Status.INTERRUPTED, Status.CRASHED, Status.FAILED):
-        raise UsageError(f"Run {info.id} is {info.status}, so there is nothing to resume; "
-                         "resume an interrupted or crashed run.")
+    """Claim a run for `train --resume` and return its config, or a one-sentence error. The check
+    and the claim (status `running`, this process's pid) are one step under the run's lock, so two
+    resumes of one run never both train it. A run killed after its last checkpoint resumes with
+    nothing left to train, and is finished."""
+    def check(info):
+        if info.status == Status.BROKEN:
+            raise BrokenRecord(f"Run {info.id} is broken ({info.reason}); it cannot be resumed.")
+        if info.status == Status.RUNNING:
+            raise Busy(f"Run {info.id} is being trained by another process (process {info.get('pid')}).")
+        if info.status not in (Status.INTERRUPTED, Status.CRASHED, Status.FAILED):
+            raise UsageError(f"Run {info.id} is {info.status}, so there is nothing to resume; "
+                             "resume an interrupted or crashed run.")
+
     config = store.read_config(run_dir)
-    if len((info.history or {}).get("loss", [])) >= config.epochs and info.get("model_epoch") == config.epochs:
-        raise UsageError(f"Run {info.id} already has all {config.epochs} epochs.")
+    store.claim(run_dir, check)
     return config
 
 
 def _finish(store: RunStore, run_dir: Path, config: RunConfig, outcome: engines.Outcome,
             seconds: float, checkpoint_seconds: float = 0.0) -> RunResult:
     store.save_history(run_dir, outcome.history)
-    model_path = store.save_model(run_dir, outcome.model) if outcome.model is not None else None
+    model_epoch = (outcome.best_epoch if config.early_stopping else len(outcome.history["loss"]))
+    model_path = store.save_model(run_dir, outcome.model, epoch=model_epoch) if outcome.model is not None else None
     hist = outcome.history
     best = outcome.best_epoch
     summary = dict(

@@ -233,12 +233,15 @@ def test_kill_9_keeps_the_checkpoint_and_resume_gives_the_uninterrupted_numbers(
     """On the fused engine batch order comes from (seed, epoch): a run killed at any point and
     resumed from its checkpoint gives exactly the numbers of a run never interrupted."""
     pytest.importorskip("jax")
-    args = ("train", "--backend", "jax", "--hidden", "300", "--limit", "20000", "--epochs", "5", "--seed", "7")
+    args = ("train", "--backend", "jax", "--hidden", "300", "--limit", "20000", "--epochs", "12", "--seed", "7")
     p = processes(*args)
-    p.wait_for(r"^epoch 3/5 ")
+    p.wait_for(r"^epoch 1/12 ")
+    (run_dir,) = [d for d in runs_dir.iterdir() if d.is_dir()]
+    deadline = time.monotonic() + 120
+    while not (read_json(run_dir / "run.json").get("model_epoch") or 0) and time.monotonic() < deadline:
+        time.sleep(0.05)   # checkpoints are throttled: wait for the first model one, then kill
     p.proc.kill()
     p.proc.wait()
-    (run_dir,) = [d for d in runs_dir.iterdir() if d.is_dir()]
     listed = listed_runs()[run_dir.name]
     assert listed["status"] == "crashed" and listed["model_epoch"] >= 1
     assert len(read_json(run_dir / "history.json")["loss"]) >= listed["model_epoch"]
@@ -248,7 +251,7 @@ def test_kill_9_keeps_the_checkpoint_and_resume_gives_the_uninterrupted_numbers(
     whole = fmnist(*args, "--json", env={"FMNIST_RUNS_DIR": str(tmp_path / "whole")}, timeout=300)
     assert whole.returncode == 0, whole.stderr
     a, b = json.loads(resumed.stdout), json.loads(whole.stdout)
-    assert a["run_id"] == run_dir.name and a["status"] == "completed" and a["epochs_run"] == 5
+    assert a["run_id"] == run_dir.name and a["status"] == "completed" and a["epochs_run"] == 12
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert a["history"][metric] == b["history"][metric], metric
     keras = keras_tf()
@@ -348,3 +351,18 @@ def test_a_live_train_in_a_terminal_is_not_torn(runs_dir):
     assert proc.returncode == 0, out
     assert out.index("Training 100 relu") < out.index("epoch"), out[:500]
     assert "━Training" not in out and "Traceback" not in out
+
+
+def test_ctrl_c_to_a_parallel_comparison_stops_it_and_prints_what_finished(processes, runs_dir):
+    """SIGINT to the parent of `compare --jobs 2` alone (as from `kill -INT` or a service manager)."""
+    pytest.importorskip("jax")
+    p = processes("compare", "sgd", "adam", "--vary", "batch_size=32,64", "--backend", "jax", "--jobs", "2",
+                  "--epochs", "200", "--limit", "3000")
+    p.wait_for(r"epoch 2/200 ")
+    sent = time.monotonic()
+    os.kill(p.proc.pid, signal.SIGINT)   # the parent only, not its process group
+    rc, _ = p.signal_and_wait(0, limit=20)
+    assert rc == 130 and time.monotonic() - sent < 15, p.output()
+    assert "--resume" in p.output() and "Traceback" not in p.output()
+    runs = listed_runs()
+    assert runs and all(r["status"] == "interrupted" for r in runs.values()), runs

@@ -498,3 +498,40 @@ def test_a_broken_run_keeps_its_place_in_the_listing(runs_dir):
     edit_json(Path(newer["run_dir"]) / "run.json", seconds="fast")
     ids = [r["id"] for r in listed("-n", "1")]
     assert ids == [newer["run_id"]] and older not in ids
+
+
+def test_two_resumes_of_one_run_cannot_both_claim_it(runs_dir):
+    from fmnist_cli import training
+    from fmnist_cli.errors import Busy
+
+    run_dir = Path(train()["run_dir"])
+    edit_json(run_dir / "run.json", status="interrupted")
+    store = RunStore(runs_dir)
+    training.check_resumable(store, run_dir)          # claims it: running, this process
+    assert store.load_run(run_dir).status == "running"
+    with pytest.raises(Busy):
+        training.check_resumable(store, run_dir)
+
+
+def test_a_saved_model_says_which_epoch_it_holds(runs_dir):
+    from fakes import FakeModel
+
+    store = RunStore(runs_dir)
+    run_dir = store.create_run(RunConfig().validate())
+    store.save_model(run_dir, FakeModel(None), epoch=3)
+    assert store.model_epoch(run_dir) == 3
+    store.save_model(run_dir, FakeModel(None))
+    assert store.model_epoch(run_dir) is None
+
+
+def test_an_early_ctrl_c_is_recorded_even_if_the_exception_is_swallowed():
+    import signal as signal_mod
+
+    from fmnist_cli.training import StopFlag
+
+    flag = StopFlag()
+    with flag.installed():
+        handler = signal_mod.getsignal(signal_mod.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal_mod.SIGINT, None)
+    assert flag()   # so the check before any run is made still stops the command
