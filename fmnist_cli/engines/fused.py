@@ -174,9 +174,6 @@ class _JaxProgram:
     def snapshot(self, k):
         return self.carry[k]   # immutable arrays: keeping a reference is a snapshot
 
-    def restore(self, states):
-        self.carry = list(states)
-
 
 def _jax_batch_loss(model, tv, ntv, xb, yb, mask):
     """Mean loss over the batch's real rows (`mask`), and the count of its correct predictions."""
@@ -220,7 +217,8 @@ class _TensorFlowProgram:
         import tensorflow as tf
 
         self.models, self.optimizers = models, optimizers
-        self.restore(states)
+        for model, optimizer, state in zip(models, optimizers, states):
+            _assign(model, optimizer, state)
         K, padded = len(models), steps * batch_size
 
         @tf.function(jit_compile=True)
@@ -303,15 +301,6 @@ class _TensorFlowProgram:
         return ([v.numpy().copy() for v in model.trainable_variables],
                 [v.numpy().copy() for v in model.non_trainable_variables],
                 [v.numpy().copy() for v in optimizer.variables])
-
-    def restore(self, states):
-        for model, optimizer, (tv, ntv, ov) in zip(self.models, self.optimizers, states):
-            for var, value in zip(model.trainable_variables, tv):
-                var.assign(value)
-            for var, value in zip(model.non_trainable_variables, ntv):
-                var.assign(value)
-            for var, value in zip(optimizer.variables, ov):
-                var.assign(value)
 
 
 def _val_chunks(n_val: int, configs) -> list[tuple[int, int]]:
@@ -399,15 +388,18 @@ def _outcomes(configs, models, optimizers, trackers, last, best, interrupted) ->
     return outcomes
 
 
+def _assign(model, optimizer, state):
+    """Put a (trainable, non-trainable, optimizer) state into the Keras objects' variables."""
+    tv, ntv, ov = state
+    for variables, values in ((model.trainable_variables, tv), (model.non_trainable_variables, ntv),
+                              (optimizer.variables, ov)):
+        for var, value in zip(variables, values):
+            var.assign(value)
+
+
 def _materialize(model, optimizer, state):
     """Put a state back into the Keras objects and compile, so the saved .keras file is the same
     kind of file `fit` saves: load_model returns a model ready to evaluate."""
-    tv, ntv, ov = state
-    for var, value in zip(model.trainable_variables, tv):
-        var.assign(value)
-    for var, value in zip(model.non_trainable_variables, ntv):
-        var.assign(value)
-    for var, value in zip(optimizer.variables, ov):
-        var.assign(value)
+    _assign(model, optimizer, state)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
