@@ -209,10 +209,10 @@ def test_a_failed_save_marks_only_its_run(monkeypatch, runs_dir, fake_engine):
 
     real = store.RunStore.save_model
 
-    def flaky(self, run_dir, model):
+    def flaky(self, run_dir, model, **kw):
         if "adam" in run_dir.name:
             raise store.storage_error(OSError(errno.ENOSPC, "full"), run_dir / "model.keras")
-        return real(self, run_dir, model)
+        return real(self, run_dir, model, **kw)
 
     monkeypatch.setattr(store.RunStore, "save_model", flaky)
     out = compare_json("sgd", "adam", *SMALL, codes=(1,))

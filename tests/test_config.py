@@ -49,7 +49,7 @@ def test_bad_optimizers_list_the_choices_or_the_problem(text):
 
 @pytest.mark.parametrize("change", [dict(epochs=0), dict(dropout=1.5), dict(batch_size=0), dict(val_size=1.0),
                                     dict(activation="softmaxx"), dict(limit=3), dict(early_stopping=0),
-                                    dict(backend="torch"), dict(engine="fused")])
+                                    dict(backend="torch"), dict(engine="fast")])
 def test_bad_values_are_refused(change):
     with pytest.raises(UsageError):
         RunConfig(**change).validate()

@@ -9,7 +9,7 @@ from helpers import invoke, read_json
 def test_disk_full_while_saving_the_model(monkeypatch, runs_dir):
     from fmnist_cli import store
 
-    def full(self, run_dir, model):
+    def full(self, run_dir, model, **kw):
         raise store.storage_error(OSError(errno.ENOSPC, "No space left on device"), run_dir / "model.keras")
 
     monkeypatch.setattr(store.RunStore, "save_model", full)
