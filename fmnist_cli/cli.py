@@ -189,7 +189,7 @@ Limit = Annotated[Optional[int], typer.Option("--limit", help="Train on a strati
 EarlyStopping = Annotated[Optional[int], typer.Option("--early-stopping", help="Stop after N epochs without a better --monitor value (Keras's EarlyStopping rule); keep the best epoch's weights.")]
 Monitor = Annotated[str, typer.Option("--monitor", help="What the best epoch is, and what --early-stopping watches: val_loss (lowest; Keras's default and the book's), val_accuracy (highest), loss or accuracy.")]
 Backend = Annotated[Optional[str], typer.Option("--backend", help="Keras backend: tensorflow (default) or jax. Also $FMNIST_BACKEND.")]
-Engine = Annotated[str, typer.Option("--engine", help="auto (fused on jax, fit on tensorflow), fit, or fused (XLA-compiled epochs, on either backend).")]
+Engine = Annotated[str, typer.Option("--engine", help="auto (= fused: XLA-compiled epochs, on either backend) or fit (Keras's model.fit).")]
 RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs are saved (default ./runs or $FMNIST_RUNS_DIR).")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST files, .gz or uncompressed (default: $FMNIST_DATA_DIR, the Keras cache, /usr/share/datasets/fashion-mnist).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; everything else goes to stderr.")]

@@ -269,7 +269,7 @@ def test_resume_on_the_fit_engine_continues_to_the_configured_epochs(runs_dir):
     from fmnist_cli.config import RunConfig
     from fmnist_cli.records import EpochEnd
 
-    config = RunConfig(limit=1000, epochs=4).validate()
+    config = RunConfig(limit=1000, epochs=4, engine="fit").validate()
     seen = []
 
     def on_event(event):
