@@ -9,8 +9,8 @@ Every measurement is a separate child process, timed from launch to exit, with i
 to round, so a busy neighbour slows both sides of a comparison alike; ratios are taken within a
 round and reported as the median over rounds.
 
-  1. train: seed script (adam) vs `fmnist train --optimizer adam` on TensorFlow (fit engine) and on
-     JAX (fused engine): per-epoch seconds (first epoch, which includes compiling, and the mean of
+  1. train: seed script (adam) vs `fmnist train --optimizer adam` on TensorFlow and on JAX (the
+     fused engine, the default on both): per-epoch seconds (first epoch, which includes compiling, and the mean of
      the later ones), whole-command seconds, peak memory, validation accuracy.
   2. compare: `fmnist compare sgd rmsprop adam` (TensorFlow and JAX) end to end vs three seed-script
      runs (sgd, rmsprop, adam) one after another.
@@ -50,7 +50,7 @@ GB = 1024 ** 3
 
 # Targets: (key in results["ratios"] or a measured value, comparison, threshold, label)
 TARGETS = {
-    "train_tf_per_epoch": 2.0,       # seed s/epoch / fmnist (TensorFlow, fit engine) s/epoch
+    "train_tf_per_epoch": 2.0,       # seed s/epoch / fmnist (TensorFlow, default engine) s/epoch
     "train_fastest_per_epoch": 6.0,  # seed s/epoch / fastest fmnist engine s/epoch
     "compare_end_to_end": 4.0,       # three seed runs / one `fmnist compare` (faster backend)
     "help_seconds": 0.5,             # median `fmnist --help` wall time, below
@@ -380,7 +380,7 @@ def check_targets(s: dict) -> list[dict]:
         return {"target": name, "value": value, "pass": ok, "text": text}
 
     out = []
-    for key, label in (("train_tf_per_epoch", "TensorFlow default (fit engine) per epoch"),
+    for key, label in (("train_tf_per_epoch", "TensorFlow default (fused engine) per epoch"),
                        ("train_fastest_per_epoch", "fastest engine per epoch"),
                        ("compare_end_to_end", "compare sgd rmsprop adam end to end vs 3 seed runs")):
         v, t = r.get(key), TARGETS[key]
@@ -449,7 +449,7 @@ def print_report(s: dict, targets: list[dict], info: dict, n_rounds: int, epochs
                 "x per epoch", "x command"):
         t.add_column(col, justify="left" if not col else "right")
     for name, label, eng in (("seed_adam", "seed script (TF, fit)", None),
-                             ("train_tf", "fmnist train (TF, fit)", "tf"),
+                             ("train_tf", "fmnist train (TF, fused)", "tf"),
                              ("train_jax", "fmnist train (JAX, fused)", "jax")):
         row = tr[name]
         va = row["val_accuracy"]

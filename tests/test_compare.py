@@ -131,7 +131,8 @@ def test_a_failing_variant_is_marked_and_others_go_on(monkeypatch, fake_engine):
         return real(configs, *a, **kw)
 
     monkeypatch.setattr(fake_engine, "train", flaky)
-    out = compare_json("adagrad", "adam", *SMALL, codes=(1,))   # a failed run makes the comparison fail
+    # One unit per run (fit): a failing unit then takes only its own run with it.
+    out = compare_json("adagrad", "adam", *SMALL, "--engine", "fit", codes=(1,))   # a failed run fails the comparison
     status = {v["label"]: v["status"] for v in out["variants"]}
     assert status == {"adagrad": "incomplete", "adam": "completed"}
     assert out["variants"][0]["runs"][0]["status"] == "failed"
@@ -144,7 +145,7 @@ def test_resume_trains_only_what_is_missing(runs_dir, fake_engine):
     from fmnist_cli.store import RunStore
 
     store = RunStore(runs_dir)
-    base = RunConfig(limit=500, epochs=1).validate()
+    base = RunConfig(limit=500, epochs=1, engine="fit").validate()   # one unit per run
     variants = cmp.expand(base, ["sgd", "rmsprop", "adam"], {})
     record = cmp.new_comparison(store, base, variants, 1, ["test"])
     finished = []

@@ -69,7 +69,7 @@ def test_fused_matches_tensorflow_fit_within_noise(jax_runs):
 
     from helpers import invoke
 
-    tf = _json.loads(invoke("train", "--limit", "5000", "--epochs", "3", "--json").stdout)
+    tf = _json.loads(invoke("train", "--limit", "5000", "--epochs", "3", "--engine", "fit", "--json").stdout)
     jx = jax_runs["fused-default"]
     assert jx["status"] == "completed" and len(jx["history"]["loss"]) == 3
     for a, b in zip(tf["history"]["val_accuracy"], jx["history"]["val_accuracy"]):
