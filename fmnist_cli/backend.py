@@ -99,8 +99,29 @@ def configure(name: str | None = None) -> str:
         _configure_jax()
         _keep_tensorflow_out()
     else:
+        _configure_tensorflow_xla_cache()
         _import_tensorflow_quietly()
     return name
+
+
+def compile_cache_on() -> bool:
+    """FMNIST_COMPILE_CACHE=0 (or the older FMNIST_JAX_CACHE=0) turns the compile caches off."""
+    return all(os.environ.get(var, "1") != "0" for var in ("FMNIST_COMPILE_CACHE", "FMNIST_JAX_CACHE"))
+
+
+def _configure_tensorflow_xla_cache() -> None:
+    """The fused engine's XLA programs, kept between processes as JAX's are: the first epoch of the
+    book's model drops from about 1.8 s to 0.9 s. Read by TensorFlow at import, so set before it;
+    a TF_XLA_FLAGS that already names a cache folder is left alone."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "tf_xla_persistent_cache_directory" in flags or not compile_cache_on() or cache_dir() is None:
+        return
+    try:
+        path = cache_dir() / "tf-xla"
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return   # a read-only cache folder only costs speed
+    os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={path}".strip()
 
 
 def _keep_tensorflow_out() -> None:
@@ -138,7 +159,7 @@ def _configure_jax() -> None:
     import jax
 
     # Compiling an epoch takes seconds; a persistent cache pays that once per configuration, not per run.
-    if os.environ.get("FMNIST_JAX_CACHE", "1") != "0" and cache_dir() is not None:
+    if compile_cache_on() and cache_dir() is not None:
         try:
             path = cache_dir() / "jax"
             path.mkdir(parents=True, exist_ok=True)

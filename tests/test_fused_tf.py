@@ -66,3 +66,22 @@ def test_early_stopping_keeps_the_monitored_best(runs_dir):
             early_stopping=1, monitor="val_loss")
     assert r.stopped_early and r.epochs_run < 30
     assert r.model_epoch == int(np.argmin(r.history["val_loss"])) + 1
+
+
+def test_compiled_programs_are_cached_between_processes(tmp_path):
+    """A second process reuses the first one's XLA programs from the cache folder; with
+    FMNIST_COMPILE_CACHE=0 nothing is written there."""
+    from helpers import fmnist
+
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "FMNIST_RUNS_DIR": str(tmp_path / "runs")}
+    first = fmnist("train", "--limit", "1000", "--epochs", "1", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    cached = list((tmp_path / "cache" / "fmnist" / "tf-xla").iterdir())
+    assert cached, "no compiled program was stored"
+    again = fmnist("train", "--limit", "1000", "--epochs", "1", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (tmp_path / "cache" / "fmnist" / "tf-xla").iterdir()) == sorted(p.name for p in cached)
+    off = fmnist("train", "--limit", "1000", "--epochs", "1", "--json",
+                 env={**env, "XDG_CACHE_HOME": str(tmp_path / "off"), "FMNIST_COMPILE_CACHE": "0"})
+    assert off.returncode == 0, off.stderr
+    assert not (tmp_path / "off" / "fmnist" / "tf-xla").exists()
