@@ -136,7 +136,8 @@ class Sandbox:
         self.shared_cache.mkdir()
         self.counter = 0
         clean = {k: v for k, v in os.environ.items()
-                 if k not in ("FMNIST_BACKEND", "KERAS_BACKEND", "FMNIST_JAX_CACHE", "FMNIST_RUNS_DIR",
+                 if k not in ("FMNIST_BACKEND", "KERAS_BACKEND", "FMNIST_JAX_CACHE", "FMNIST_COMPILE_CACHE",
+                              "TF_XLA_FLAGS", "FMNIST_RUNS_DIR",
                               "XDG_CACHE_HOME", "FMNIST_DEBUG")}
         clean["PYTHONUNBUFFERED"] = "1"
         self.clean_env = clean
