@@ -73,7 +73,8 @@ def test_compiled_programs_are_cached_between_processes(tmp_path):
     FMNIST_COMPILE_CACHE=0 nothing is written there."""
     from helpers import fmnist
 
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "FMNIST_RUNS_DIR": str(tmp_path / "runs")}
+    # TF_XLA_FLAGS emptied: this test process may carry one, set when it loaded TensorFlow itself.
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "FMNIST_RUNS_DIR": str(tmp_path / "runs"), "TF_XLA_FLAGS": ""}
     first = fmnist("train", "--limit", "1000", "--epochs", "1", "--json", env=env)
     assert first.returncode == 0, first.stderr
     cached = list((tmp_path / "cache" / "fmnist" / "tf-xla").iterdir())
