@@ -522,7 +522,7 @@ def compare(
       fmnist compare --show latest
     """
     from . import compare as cmp
-    from . import report, training
+    from . import report
     from .records import Status
     from .store import RunStore, absolute
 
@@ -590,6 +590,7 @@ def compare(
         else:
             record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])
         labels = record.labels
+        from . import training   # not before: it imports numpy, which --list and --show do not need
         stop = training.StopFlag()
         plain = not console.is_terminal
         if not quiet:

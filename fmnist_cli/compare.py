@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 from pathlib import Path
 
 from .config import DEFAULT_MONITOR, RunConfig, parse_activation, parse_hidden, parse_optimizer
@@ -145,17 +146,25 @@ def pending_slots(store: RunStore, record: ComparisonRecord) -> list[tuple[int, 
     is a result (the same seed diverges again), so it is not redone. A finished run the record does not
     know (its worker finished after the process that started it died) is adopted, not trained again;
     a run still being trained by a live process makes this a Busy error."""
-    live = store.live_runs_of(record.id)
+    members = store.list_runs(comparison=record.id, clean=False)   # one listing serves every check
+    live = [m for m in members if m.status == Status.RUNNING and m.record is not None
+            and m.record.pid not in (None, os.getpid())]
     if live:
-        pids = sorted({str(r.record.pid) for r in live})
+        pids = sorted({str(m.record.pid) for m in live})
         raise Busy(f"Comparison {record.id} still has {len(live)} run(s) being trained by process "
                    f"{', '.join(pids)}; wait for them to finish, or stop them, then resume.")
-    adoptable = store.finished_runs_of(record.id)
+    by_id = {m.id: m for m in members}
+    adoptable: dict[tuple[str, int], object] = {}   # (variant, repeat) -> its newest finished run
+    for m in members:
+        if m.status in FINISHED and m.config is not None and m.config.variant is not None \
+                and m.config.repeat is not None:
+            adoptable.setdefault((m.config.variant, m.config.repeat), m)
     todo = []
     for vi, r, config in slots(record):
         variant = record.variants[vi]
         run_id = variant.runs[r]
-        if run_id and store.load_run(store.root / run_id).status in FINISHED:
+        info = by_id.get(run_id) or (store.load_run(store.root / run_id) if run_id else None)
+        if info is not None and info.status in FINISHED:
             continue
         found = adoptable.get((variant.label, r))
         if found is not None:

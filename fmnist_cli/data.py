@@ -199,25 +199,29 @@ def _load_dir(directory: Path, source: str, strict: bool, verify: bool = False) 
     def done(arrays: dict) -> Dataset:
         return Dataset(*(arrays[k] for k in KEYS), directory, source, names, cache)
 
-    reason = "verify"
-    if not verify:
+    def cached():
+        """(the cached Dataset, None), or (None, why the cache cannot serve it)."""
         try:
-            cache.update(used=True)
-            return done(datacache.lookup(directory, paths, strict_sha))
+            found = done(datacache.lookup(directory, paths, strict_sha))
         except datacache.Miss as miss:
             cache.update(used=False)
-            reason = miss.reason
+            return None, miss.reason
+        cache.update(used=True)
+        return found, None
+
+    reason = "verify"
+    if not verify:
+        found, reason = cached()
+        if found is not None:
+            return found
     entry = None if reason == "off" else datacache.prepare(directory)
     if entry is None:   # no cache folder, or one that cannot be written
         return done(verify_sources(paths, strict)[0])
     with datacache.build_lock(entry) as held:
         if held and not verify:   # another process may have built it while this one waited
-            try:
-                cache.update(used=True)
-                return done(datacache.lookup(directory, paths, strict_sha))
-            except datacache.Miss as miss:
-                cache.update(used=False)
-                reason = miss.reason
+            found, reason = cached()
+            if found is not None:
+                return found
         built_ns = time.time_ns()   # before the files are looked at: a later change is caught
         try:
             sources = datacache.stat_sources(paths)

@@ -15,7 +15,6 @@ from rich import box
 from rich.cells import cell_len
 from rich.console import Console, ConsoleDimensions, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text

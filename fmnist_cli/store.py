@@ -28,7 +28,7 @@ from typing import Iterator
 
 from .config import RunConfig
 from .errors import BrokenRecord, Busy, RunNotFound, StorageError, UsageError
-from .records import (FINISHED, RUN_ID_RE, Broken, ComparisonRecord, RunInfo, RunRecord, Status, check_history,
+from .records import (RUN_ID_RE, Broken, ComparisonRecord, RunInfo, RunRecord, Status, check_history,
                       first_clause)
 
 COMPARISONS = "comparisons"   # sub-folder of the runs dir that holds comparison records
@@ -627,21 +627,6 @@ class RunStore:
             (self.comparisons_dir / f".{cid}.lock").unlink(missing_ok=True)
         except OSError as err:
             raise storage_error(err, path) from None
-
-    def finished_runs_of(self, cid: str) -> dict[tuple[str, int], RunInfo]:
-        """(variant label, repeat) -> the newest finished run a comparison's slot has, whether or not
-        the record knows it: a worker can finish its run after the process that started it died."""
-        found: dict[tuple[str, int], RunInfo] = {}
-        for info in self.list_runs(comparison=cid, clean=False):
-            cfg = info.config
-            if cfg is None or info.status not in FINISHED or cfg.variant is None or cfg.repeat is None:
-                continue
-            found.setdefault((cfg.variant, cfg.repeat), info)
-        return found
-
-    def live_runs_of(self, cid: str) -> list[RunInfo]:
-        return [r for r in self.list_runs(comparison=cid, clean=False) if r.status == Status.RUNNING
-                and r.record is not None and r.record.pid not in (None, os.getpid())]
 
 
 def _plain_fields(fields: dict) -> dict:
