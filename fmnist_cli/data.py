@@ -262,12 +262,27 @@ def scale(images: np.ndarray) -> np.ndarray:
     return np.divide(images, np.float32(255.0), dtype=np.float32)
 
 
+# scale() of every pixel value: a program that gathers from this table gets the very floats numpy
+# computes (XLA turns `/ 255` into a multiplication, which differs in the last bit for half of them).
+PIXEL_VALUES = scale(np.arange(256, dtype=np.uint8))
+
+
 @dataclass
 class Split:
-    x_train: np.ndarray
+    """The training and validation images as uint8 pixels (a quarter of float32's memory: the fused
+    engine scales them inside its programs) and, made on first use, as the book's float32 in [0, 1]."""
+    pixels_train: np.ndarray
     y_train: np.ndarray
-    x_val: np.ndarray
+    pixels_val: np.ndarray
     y_val: np.ndarray
+
+    @functools.cached_property
+    def x_train(self) -> np.ndarray:
+        return scale(self.pixels_train)
+
+    @functools.cached_property
+    def x_val(self) -> np.ndarray:
+        return scale(self.pixels_val)
 
 
 def split_indices(n: int, labels: np.ndarray, val_size: float, split_seed: int,
@@ -298,8 +313,8 @@ def split_indices(n: int, labels: np.ndarray, val_size: float, split_seed: int,
 def make_split(dataset: Dataset, val_size: float = 0.2, split_seed: int = 42,
                limit: int | None = None) -> Split:
     train_idx, val_idx = split_indices(len(dataset.y_train), dataset.y_train, val_size, split_seed, limit)
-    return Split(scale(dataset.x_train[train_idx]), dataset.y_train[train_idx],
-                 scale(dataset.x_train[val_idx]), dataset.y_train[val_idx])
+    return Split(dataset.x_train[train_idx], dataset.y_train[train_idx],
+                 dataset.x_train[val_idx], dataset.y_train[val_idx])
 
 
 def class_counts(labels: np.ndarray) -> list[int]:

@@ -153,7 +153,7 @@ class _JaxProgram:
             out = []
             for (members, model, _), (tv, ntv, _) in zip(fams, carry):
                 def score(tv, ntv, model=model):
-                    yp, _ = model.stateless_call(tv, ntv, xv, training=False)
+                    yp, _ = model.stateless_call(tv, ntv, _jax_pixels(xv), training=False)
                     loss = keras.losses.sparse_categorical_crossentropy(yv, yp).sum()
                     return jnp.stack([loss, (jnp.argmax(yp, -1) == yv).sum()])
                 out.append(score(tv, ntv)[None] if len(members) == 1 else jax.vmap(score)(tv, ntv))
@@ -242,6 +242,15 @@ def _stack(states):
     return tuple([jnp.stack(arrays) for arrays in zip(*parts)] for parts in zip(*states))
 
 
+def _jax_pixels(pixels):
+    """uint8 pixels -> the float32 images numpy's scale() makes, bit for bit (see data.PIXEL_VALUES)."""
+    import jax.numpy as jnp
+
+    from ..data import PIXEL_VALUES
+
+    return jnp.asarray(PIXEL_VALUES)[pixels.astype(jnp.int32)]
+
+
 def _jax_batch_loss(model, tv, ntv, xb, yb, mask):
     """Mean loss over the batch's real rows (`mask`), and the count of its correct predictions."""
     import jax.numpy as jnp
@@ -271,7 +280,7 @@ def _jax_step(fams, order_of, xs, ys):
         idx, mask = batch        # idx: (K, batch_size) row numbers; mask: (batch_size,) real rows
         # One gather for every run's batch: XLA on the CPU runs K small gathers far slower.
         flat = idx.reshape(-1)
-        xb_all = xs[flat].reshape(idx.shape + xs.shape[1:])
+        xb_all = _jax_pixels(xs[flat]).reshape(idx.shape + xs.shape[1:])
         yb_all = ys[flat].reshape(idx.shape)
         new_states, losses, corrects = [], [], []
         for (members, model, optimizer), (tv, ntv, ov) in zip(fams, carry):
@@ -301,6 +310,10 @@ class _TensorFlowProgram:
         for model, optimizer, state in zip(models, optimizers, states):
             _assign(model, optimizer, state)
         K, padded = len(models), steps * batch_size
+        from ..data import PIXEL_VALUES
+
+        def pixels(values):   # uint8 -> the float32 images numpy's scale() makes, bit for bit
+            return tf.gather(tf.constant(PIXEL_VALUES), tf.cast(values, tf.int32))
 
         @tf.function(jit_compile=True)
         def order(seeds, epoch):
@@ -319,7 +332,7 @@ class _TensorFlowProgram:
                     rows, real = idx[i], mask[i]
                     # One gather for every run's batch, as on JAX.
                     flat = tf.reshape(rows, [-1])
-                    xb_all = tf.reshape(tf.gather(xs, flat), tf.concat([[K, batch_size], tf.shape(xs)[1:]], 0))
+                    xb_all = tf.reshape(pixels(tf.gather(xs, flat)), tf.concat([[K, batch_size], tf.shape(xs)[1:]], 0))
                     yb_all = tf.reshape(tf.gather(ys, flat), (K, batch_size))
                     count = tf.reduce_sum(real)
                     losses, corrects = [], []
@@ -343,8 +356,9 @@ class _TensorFlowProgram:
         @tf.function(jit_compile=True)
         def evaluate(xv, yv):
             out = []
+            images = pixels(xv)
             for model in models:
-                yp = model(xv, training=False)
+                yp = model(images, training=False)
                 loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yv, yp))
                 hit = tf.cast(tf.argmax(yp, -1, output_type=yv.dtype) == yv, tf.float32)
                 out.append(tf.stack([loss, tf.reduce_sum(hit)]))
@@ -397,9 +411,10 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
     tracker, reports its events and checkpoints it. A stop request is seen between segments; the
     part-epoch it cuts is dropped. Returns each run's state after its last and after its best
     recorded epoch, and whether a stop cut the loop short."""
-    XS, YS = program.data(split.x_train, split.y_train)
+    # uint8 pixels on the device, scaled inside the programs: a quarter of the memory of floats
+    XS, YS = program.data(split.pixels_train, split.y_train)
     n_val = len(split.y_val)
-    chunks = [program.data(split.x_val[a:b], split.y_val[a:b]) for a, b in _val_chunks(n_val, configs)]
+    chunks = [program.data(split.pixels_val[a:b], split.y_val[a:b]) for a, b in _val_chunks(n_val, configs)]
     seeds = [c.seed for c in configs]
     # A resumed run's state is its last and its best so far (its checkpoint is its best epoch's
     # when it stops early: see training.Checkpointer).
