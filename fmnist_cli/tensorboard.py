@@ -348,9 +348,10 @@ class Live:
         self.problem: str | None = None
 
     def wrap(self, on_event):
+        """`on_event` after the log: what a display shows of an epoch is in the log already."""
         def both(event):
-            on_event(event)
             self(event)
+            on_event(event)
         return both
 
     def __call__(self, event) -> None:
@@ -369,8 +370,13 @@ class Live:
             self.log.sync(self.log.store.root / run_id, final)
         except Broken:
             pass   # a run damaged mid-training is the store's to report; its curve stops here
-        except OSError as err:
-            self.problem = (f"Cannot write TensorBoard logs to {self.log.logdir} ({_why(err)}); the runs are "
+        except Exception as err:   # disk full, or worse: logging stops, training goes on
+            from . import backend
+
+            if backend.debug() and not isinstance(err, OSError):
+                raise
+            why = _why(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+            self.problem = (f"Cannot write TensorBoard logs to {self.log.logdir} ({why}); the runs are "
                             "saved, and `fmnist export tensorboard` writes their logs again.")
 
     def finish(self, record: ComparisonRecord | None = None) -> None:
