@@ -342,7 +342,7 @@ class TensorBoardExport(Record):
     logdir: str
     comparison: str | None               # the comparison whose runs are HParams sessions, if any
     runs: list[dict]                     # {"run_id", "epochs", "group"}: group is the HParams session
-                                         # group (comparison/variant), None outside a comparison
+                                         # group, "variant (comparison)"; None outside a comparison
     skipped: list[dict]                  # {"run_id", "reason"}: slots and runs with nothing to write
 
 

@@ -150,9 +150,10 @@ class EventFile:
 
 
 def _group(config: RunConfig) -> str:
-    """A comparison run's HParams session group: its variant within its comparison, so its seeds form
-    one row, and a variant of the same name in another comparison exported here is not mixed in."""
-    return f"{config.comparison}/{config.variant}"
+    """A comparison run's HParams session group (the dashboard's trial id): its variant within its
+    comparison, so its seeds form one row, and a variant of the same name in another comparison
+    exported here is not mixed in. The label first: the dashboard cuts long ids short."""
+    return f"{config.variant} ({config.comparison})"
 
 
 def _same(a: list[tuple], b: list[tuple]) -> bool:

@@ -106,7 +106,7 @@ def test_compare_logs_every_run_and_an_hparams_session_per_seed(compared, runs_d
         check_run(log, run_dir, 0.01 if config["optimizer"]["name"] == "sgd" else 0.001)
         session = log[f"{run_dir.name}/hparams"]
         # The trial is the variant (so the dashboard averages its seeds); the seed is no hyperparameter.
-        assert session[SESSION_START]["group"] == f"{cid}/{config['variant']}"
+        assert session[SESSION_START]["group"] == f"{config['variant']} ({cid})"
         assert session[SESSION_START]["hparams"] == {"optimizer": config["optimizer"]["name"],
                                                      "learning_rate": 0.01 if config["variant"] == "sgd" else 0.001}
         assert session["best_val_accuracy"] == [(record["best_epoch"], float(np.float32(record["best_val_accuracy"])),
@@ -124,7 +124,7 @@ def test_export_writes_what_the_live_log_wrote_and_replaces_its_own_files(compar
         assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["comparison"] == cid and doc["skipped"] == [] and len(doc["runs"]) == 4
-    assert {r["group"] for r in doc["runs"]} == {f"{cid}/sgd", f"{cid}/adam"}
+    assert {r["group"] for r in doc["runs"]} == {f"sgd ({cid})", f"adam ({cid})"}
     assert all(len(list(p.iterdir())) == 1 for p in again.glob("*/*"))
     assert read_log(again) == read_log(logdir)
 
@@ -328,7 +328,7 @@ def test_a_real_tensorboard_serves_the_scalars_and_the_hparams_table(compared, r
         groups = _get(f"{base}/data/plugin/hparams/session_groups", {
             "startIndex": 0, "sliceSize": 10, "allowedStatuses": ["STATUS_SUCCESS"],
             "colParams": [{"metric": {"tag": "best_val_accuracy"}, "order": "ORDER_DESC"}]})["sessionGroups"]
-        assert {g["name"] for g in groups} == {f"{cid}/sgd", f"{cid}/adam"}
+        assert {g["name"] for g in groups} == {f"sgd ({cid})", f"adam ({cid})"}
         for group in groups:   # one row per variant: the mean of its two seeds
             seeds = [read_json(runs_dir / s["name"].split("/")[0] / "run.json")["best_val_accuracy"]
                      for s in group["sessions"]]
