@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import FmnistError, StorageError, UsageError
-from .records import (Broken, ComparisonRecord, EpochEnd, EpochStart, RunDone, RunEvent, Status,
+from .records import (Broken, ComparisonRecord, EpochEnd, EpochStart, RunDone, Status,
                       TensorBoardExport)
 from .store import RunStore, absolute
 
@@ -198,8 +198,11 @@ class _RunLog:
         return self.files[sub]
 
     def close(self) -> None:
+        """Its files closed (a later write opens a new one beside them): a comparison of a thousand
+        runs must not hold three thousand files open."""
         for f in self.files.values():
             f.close()
+        self.files.clear()
 
 
 class TensorBoardLog:
@@ -248,8 +251,11 @@ class TensorBoardLog:
                 self._session_start(log, config, hparams, record)
             if final:
                 self._session_metrics(log, record, len(rows), wall)
-        for f in log.files.values():
-            f.flush()
+        if final:
+            log.close()
+        else:
+            for f in log.files.values():
+                f.flush()
         return len(rows)
 
     def _config(self, run_dir: Path) -> RunConfig:
@@ -396,7 +402,7 @@ def export(store: RunStore, logdir: str | os.PathLike, runs: list[str] | None = 
            comparison: str | None = None) -> TensorBoardExport:
     """Write the TensorBoard log of runs (ids, parts of ids, paths or `latest`) or of a comparison
     (with its HParams sessions). Runs without a usable history are skipped, each with the reason."""
-    folder = check_logdir(logdir, "the log folder")
+    folder = check_logdir(logdir, "`fmnist export tensorboard`")
     if comparison is not None:
         record = store.load_comparison(comparison)
         slots = [(store.root / r if r else None, r or f"{v.label} #{i + 1}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import TINY, assert_clean_error, fmnist, invoke, read_json
+from helpers import TINY, assert_clean_error, invoke, read_json
 
 pytest.importorskip("tensorboard", reason="TensorBoard is not installed (make test installs it)")
 
