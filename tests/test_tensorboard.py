@@ -337,3 +337,14 @@ def test_a_real_tensorboard_serves_the_scalars_and_the_hparams_table(compared, r
     finally:
         server.kill()
         server.wait(timeout=30)
+
+
+def test_export_help_has_examples_and_imports_nothing_heavy():
+    code = ("import sys; from typer.testing import CliRunner; from fmnist_cli.cli import app; "
+            "r = [CliRunner().invoke(app, a) for a in (['export', '--help'], ['export', 'tensorboard', '--help'])]; "
+            "assert all(x.exit_code == 0 for x in r), [x.output for x in r]; "
+            "assert 'Examples' in r[1].output and '--comparison' in r[1].output; "
+            "bad = [m for m in ('tensorboard', 'tensorflow', 'keras', 'jax', 'numpy') if m in sys.modules]; "
+            "assert not bad, bad")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
