@@ -194,6 +194,7 @@ RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST files, .gz or uncompressed (default: $FMNIST_DATA_DIR, the Keras cache, /usr/share/datasets/fashion-mnist).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; everything else goes to stderr.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+TensorBoard = Annotated[Optional[Path], typer.Option("--tensorboard", metavar="DIR", help="Also write TensorBoard logs to DIR, epoch by epoch (a comparison's runs with HParams); view with `tensorboard --logdir DIR`.")]
 
 
 def make_config(*, hidden="100", activation="relu", dropout=0.0, optimizer="rmsprop", learning_rate=None,
@@ -263,6 +264,7 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", help="A label for the run, part of its id.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted or crashed run (id, part of one, or 'latest') from its last checkpoint to its configured epochs.")] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
+    tensorboard: TensorBoard = None,
 ):
     """Train one model and save it as a run.
 
@@ -280,6 +282,8 @@ def train(
 
       fmnist train --backend jax --json > run.json
 
+      fmnist train --tensorboard tb       # then: tensorboard --logdir tb
+
       fmnist train --resume latest        # after Ctrl-C or a crash: on from the last checkpoint
     """
     from . import report, training
@@ -287,10 +291,11 @@ def train(
     from .store import RunStore
 
     store = RunStore.at(runs_dir)
+    logdir = _tensorboard_dir(tensorboard)   # before --resume claims its run
     run_dir = None
     if resume is not None:
         refuse_options(ctx, "--resume", "a run resumes with the settings it was started with",
-                       allowed=("resume", "runs_dir", "data_dir", "json_out", "quiet"))
+                       allowed=("resume", "runs_dir", "data_dir", "json_out", "quiet", "tensorboard"))
         run_dir = store.resolve_run(resume, latest=(Status.INTERRUPTED, Status.CRASHED, Status.FAILED))
         config = training.check_resumable(store, run_dir)
     else:
@@ -300,6 +305,7 @@ def train(
                              limit=limit, early_stopping=early_stopping, monitor=monitor, backend=backend,
                              engine=engine, name=name)
     root = store.ensure_writable().root
+    live = _tensorboard_live(store, logdir)
     console = _consoles(json_out)
     plain = not console.is_terminal
     stop = training.StopFlag()
@@ -309,12 +315,17 @@ def train(
         say(report.err, f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...")
     with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet,
                                                     monitor=config.monitor) as display:
-        result = training.train(config, root, data_dir, display.on_event, stop, resume=run_dir)
+        on_event = live.wrap(display.on_event) if live else display.on_event
+        result = training.train(config, root, data_dir, on_event, stop, resume=run_dir)
+    if live:
+        live.finish()
     if json_out:
         report.print_json(result)
     else:
         with soft_wrapped(console):
             report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
+    if _tensorboard_said(live, console, json_out):
+        raise typer.Exit(1)
     if result.status == Status.INTERRUPTED:
         raise typer.Exit(130)
     if result.status == Status.DIVERGED:
@@ -503,6 +514,7 @@ def compare(
     show: Annotated[Optional[str], typer.Option("--show", help="Show comparison ID (or 'latest') again, without training.")] = None,
     list_all: Annotated[bool, typer.Option("--list", help="List saved comparisons.")] = False,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
+    tensorboard: TensorBoard = None,
 ):
     """Train one model per variant under equal conditions and show them side by side.
 
@@ -518,6 +530,8 @@ def compare(
       fmnist compare --vary activation=sigmoid,relu --vary hidden=100,300-100
 
       fmnist compare adam rmsprop --backend jax --epochs 20 --early-stopping 3
+
+      fmnist compare sgd rmsprop adam --repeats 3 --tensorboard tb   # HParams: a row per optimizer
 
       fmnist compare --show latest
     """
@@ -537,7 +551,8 @@ def compare(
                        "--plot, --csv, --json and --runs-dir", allowed=("show", "plot", "csv_path", "json_out", "runs_dir"))
     elif resume is not None:
         refuse_options(ctx, "--resume", "a comparison resumes with the settings it was started with",
-                       allowed=("resume", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir"))
+                       allowed=("resume", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir",
+                                "tensorboard"))
     store = RunStore.at(runs_dir)
     root = store.root
     console = _consoles(json_out)
@@ -557,6 +572,7 @@ def compare(
     outputs = [(option, path) for option, path in (("--plot", plot), ("--csv", csv_path)) if path is not None]
     for option, path in outputs:
         check_output(path, option)   # before any training: a typo in a path must not cost the comparison
+    logdir = _tensorboard_dir(tensorboard)
     if show is not None:
         record = store.load_comparison(show)
     elif resume is not None:
@@ -578,7 +594,7 @@ def compare(
                              "use a smaller --seed.")
         variants = cmp.expand(base, named, axes,
                               overrides=dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov))
-    status = 0
+    status, live = 0, None
     if show is None:
         # Everything that can fail fast does, before a comparison record exists.
         store.ensure_writable()
@@ -589,6 +605,7 @@ def compare(
             cmp.check_resumable(store, record)   # busy: say so before any output
         else:
             record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])
+        live = _tensorboard_live(store, logdir, record)
         labels = record.labels
         from . import training   # not before: it imports numpy, which --list and --show do not need
         stop = training.StopFlag()
@@ -597,7 +614,10 @@ def compare(
             say(report.err, f"Comparison {record.id}: {len(labels)} variant(s) x {record.repeats} seed(s).")
         with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet,
                                                       monitor=cmp.monitor_of(record)) as display:
-            record = cmp.execute(store, record, data_dir, jobs, display.on_event, stop)
+            on_event = live.wrap(display.on_event) if live else display.on_event
+            record = cmp.execute(store, record, data_dir, jobs, on_event, stop)
+        if live:
+            live.finish(record)
         if stop():
             status = 130
     summary_data = cmp.summarize(store, record)
@@ -621,8 +641,41 @@ def compare(
             say(console, f"Interrupted. Finish it with: fmnist compare --resume {record.id}")
     for problem in filter(None, problems.values()):
         report.err.print(f"[red]Error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    if status or any(problems.values()):
+    tb_failed = show is None and _tensorboard_said(live, console, json_out)
+    if status or any(problems.values()) or tb_failed:
         raise typer.Exit(status or 1)
+
+
+def _tensorboard_dir(path: Path | None) -> Path | None:
+    """--tensorboard's folder, made and tried before anything trains (TensorBoard installed too)."""
+    if path is None:
+        return None
+    from . import tensorboard
+
+    return tensorboard.check_logdir(path)
+
+
+def _tensorboard_live(store, logdir: Path | None, record=None):
+    """The live TensorBoard log of the runs being trained, or None without --tensorboard."""
+    if logdir is None:
+        return None
+    from . import tensorboard
+
+    return tensorboard.Live(store, logdir, record)
+
+
+def _tensorboard_said(live, console, json_out: bool) -> bool:
+    """Where the TensorBoard log went, or (to stderr) why it stopped; True when it failed."""
+    if live is None:
+        return False
+    if live.problem:
+        from . import report
+
+        report.err.print(f"[red]Error:[/] {escape(live.problem)}", highlight=False, soft_wrap=True)
+        return True
+    if not json_out:
+        say(console, f"TensorBoard logs written to {live.log.logdir} (view them: tensorboard --logdir {live.log.logdir})")
+    return False
 
 
 def _refuse_replaced(ctx: typer.Context, named: list[str], axes: dict) -> None:
@@ -754,6 +807,53 @@ def data(
         report.print_json(info)
     else:
         report.data_info(info, report.out)
+
+
+export_app = typer.Typer(cls=Group, rich_markup_mode="rich", no_args_is_help=True,
+                         context_settings={"help_option_names": ["-h", "--help"]},
+                         help="Write saved runs and comparisons in another tool's format.")
+app.add_typer(export_app, name="export")
+
+
+@command("tensorboard", group=export_app)
+def export_tensorboard(
+    logdir: Annotated[Path, typer.Argument(metavar="DIR", help="The TensorBoard log folder (made when missing).", show_default=False)],
+    run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="RUN", help="Runs: ids, unique parts of ids, paths, or 'latest'.", show_default=False)] = None,
+    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="A comparison (id, part of one, or 'latest'): its runs, with HParams.")] = None,
+    runs_dir: RunsDir = None, json_out: Json = False,
+):
+    """Write TensorBoard logs of saved runs or of a comparison, as --tensorboard writes them live.
+
+    Per run and epoch: loss and accuracy (train and validation in one chart), seconds and the
+    learning rate. A comparison adds HParams: one row per variant, averaged over its seeds, with
+    best and final val accuracy and test accuracy (once `fmnist evaluate --split test` ran).
+    Exporting again replaces a run's earlier logs in DIR.
+
+    Examples:
+
+      fmnist export tensorboard tb --comparison latest
+
+      fmnist export tensorboard tb latest 20261128-083110
+
+      tensorboard --logdir tb
+    """
+    from . import report, tensorboard
+    from .store import RunStore
+
+    if comparison is not None and run_ids:
+        raise UsageError("Name runs or --comparison, not both.")
+    if comparison is None and not run_ids:
+        raise UsageError("Name the runs to export (or 'latest'), or a comparison with --comparison ID.")
+    store = RunStore.at(runs_dir)
+    result = tensorboard.export(store, logdir, list(run_ids or []), comparison)
+    if json_out:
+        report.print_json(result)
+    else:
+        report.tensorboard_export(result, report.out)
+    if not result.runs:   # every run named was skipped, each with its reason above
+        report.err.print(f"[red]Error:[/] nothing was written to {escape(result.logdir)}: no run named has a "
+                         "finished epoch.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -335,6 +335,17 @@ class EvaluationResult(Record):
     store_error: str | None = None
 
 
+@dataclass(kw_only=True)
+class TensorBoardExport(Record):
+    """What `fmnist export tensorboard --json` prints: where the log is and which runs it holds."""
+
+    logdir: str
+    comparison: str | None               # the comparison whose runs are HParams sessions, if any
+    runs: list[dict]                     # {"run_id", "epochs", "group"}: group is the HParams session
+                                         # group, "variant (comparison)"; None outside a comparison
+    skipped: list[dict]                  # {"run_id", "reason"}: slots and runs with nothing to write
+
+
 # --- comparisons ----------------------------------------------------------------------------------
 
 @dataclass(kw_only=True)

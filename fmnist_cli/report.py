@@ -461,6 +461,19 @@ def comparison_list(records, console: Console) -> None:
             console.print(f"{c.id}  repeats {c.repeats}  {', '.join(c.labels)}", highlight=False, markup=False)
 
 
+def tensorboard_export(result, console: Console) -> None:
+    """`fmnist export tensorboard`: what was written where, what was skipped and why, how to view it."""
+    epochs = sum(r["epochs"] for r in result.runs)
+    groups = {r["group"] for r in result.runs if r["group"]}
+    sessions = f", as HParams sessions of {len(groups)} variant(s) of {result.comparison}" if groups else ""
+    if result.runs:
+        say(console, f"Wrote {len(result.runs)} run(s) ({epochs} epochs) to {result.logdir}{sessions}.", markup=False)
+    for s in result.skipped:
+        say(console, f"Skipped {s['run_id']}: {s['reason']}.", markup=False)
+    if result.runs:
+        say(console, f"View them: tensorboard --logdir {result.logdir}", markup=False)
+
+
 def data_info(info: dict, console: Console) -> None:
     cache = info.get("cache") or {}
     checks = "(gzip, IDX header, counts, labels, checksums)"
