@@ -495,6 +495,14 @@ def remove_runs(
         say(report.err, f"Removed {plan.describe()}.")
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 @command()
 def compare(
     ctx: typer.Context,
@@ -507,7 +515,7 @@ def compare(
     batch_size: BatchSize = 32, seed: Seed = 42, val_size: ValSize = 0.2, split_seed: SplitSeed = 42,
     limit: Limit = None, early_stopping: EarlyStopping = None, monitor: Monitor = "val_loss",
     backend: Backend = None, engine: Engine = "auto",
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to N units at once in separate processes.")] = 1,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Train up to N units (groups of runs) at once, in separate processes. Default: $FMNIST_JOBS, else one per CPU core; units are fixed before dispatch, so the numbers never depend on N.", show_default=False)] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write learning curves to this PNG file.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish comparison ID (or 'latest'): train only its missing runs.")] = None,
@@ -565,8 +573,15 @@ def compare(
         else:
             report.comparison_list(items, console)
         return
-    if jobs < 1 or jobs > 64:
-        raise UsageError("--jobs must be from 1 to 64.")
+    if jobs is None and os.environ.get("FMNIST_JOBS", "").strip():
+        try:
+            jobs = int(os.environ["FMNIST_JOBS"])
+        except ValueError:
+            raise UsageError("$FMNIST_JOBS must be a whole number from 1 to 64.") from None
+    if jobs is not None and (jobs < 1 or jobs > 64):
+        raise UsageError("--jobs (or $FMNIST_JOBS) must be from 1 to 64.")
+    if jobs is None:
+        jobs = cpu_cores()
     if repeats < 1 or repeats > 100:
         raise UsageError("--repeats must be from 1 to 100.")
     outputs = [(option, path) for option, path in (("--plot", plot), ("--csv", csv_path)) if path is not None]
