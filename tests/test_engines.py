@@ -171,6 +171,7 @@ VMAP_SCRIPT = textwrap.dedent("""
         os.environ["FMNIST_VMAP_MIN"] = setting
         outcomes = fused.train(cfgs, split, lambda e: None, lambda: False)
         out[tag] = [{"history": o.history, "weights": [w.tolist() for w in o.model.get_weights()]} for o in outcomes]
+    out["alone"] = fused.train([cfgs[5]], split, lambda e: None, lambda: False)[0].history
     print(json.dumps(out))
 """)
 
@@ -184,6 +185,8 @@ def test_vmapped_families_give_the_unrolled_numbers(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["families"] == [[0, 1, 2], [3, 4], [5]]
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):   # bit for bit, whatever the company
+        assert out["alone"][metric] == out["unrolled"][5]["history"][metric], metric
     for vm, un in zip(out["vmapped"], out["unrolled"]):
         for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
             np.testing.assert_allclose(vm["history"][metric], un["history"][metric], rtol=1e-4, atol=1e-5)
