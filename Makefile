@@ -5,12 +5,13 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: run test setup data bench bench-quick clean help
+.PHONY: run test setup data bench bench-quick docs clean help
 
 help:
 	@echo "make run    set up everything, then train the book's model (fmnist train)"
 	@echo "make test   set up everything, then run the test suite"
 	@echo "make bench  benchmark fmnist against the book's plain Keras script"
+	@echo "make docs   rerun the README's examples and write their output into it"
 
 run: setup
 	$(BIN)/fmnist train $(ARGS)
@@ -20,6 +21,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+docs: setup
+	$(BIN)/python docs/examples.py
 
 setup: $(STAMP) data
 
