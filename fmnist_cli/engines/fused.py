@@ -243,12 +243,12 @@ def _stack(states):
 
 
 def _jax_pixels(pixels):
-    """uint8 pixels -> the float32 images numpy's scale() makes, bit for bit (see data.PIXEL_VALUES)."""
+    """uint8 pixels -> the float32 images numpy's scale() makes, bit for bit (see data.pixel_values)."""
     import jax.numpy as jnp
 
-    from ..data import PIXEL_VALUES
+    from ..data import pixel_values
 
-    return jnp.asarray(PIXEL_VALUES)[pixels.astype(jnp.int32)]
+    return jnp.asarray(pixel_values())[pixels.astype(jnp.int32)]
 
 
 def _jax_batch_loss(model, tv, ntv, xb, yb, mask):
@@ -310,10 +310,10 @@ class _TensorFlowProgram:
         for model, optimizer, state in zip(models, optimizers, states):
             _assign(model, optimizer, state)
         K, padded = len(models), steps * batch_size
-        from ..data import PIXEL_VALUES
+        from ..data import pixel_values
 
         def pixels(values):   # uint8 -> the float32 images numpy's scale() makes, bit for bit
-            return tf.gather(tf.constant(PIXEL_VALUES), tf.cast(values, tf.int32))
+            return tf.gather(tf.constant(pixel_values()), tf.cast(values, tf.int32))
 
         @tf.function(jit_compile=True)
         def order(seeds, epoch):
