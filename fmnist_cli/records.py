@@ -215,7 +215,18 @@ class Evaluation(Record):
     accuracy: float | None = None
     evaluated: str | None = None   # ISO time
     n: int | None = None           # images scored
+    # Stored since `fmnist report` draws them; evaluations stored before read as None.
+    per_class: list[dict] | None = None                 # {"class", "accuracy", "n"} per class
+    confusion_matrix: list[list[int]] | None = None     # rows: true class, columns: predicted class
+    classes: list[str] | None = None
     broken: str | None = None
+
+    def check(self) -> None:
+        matrix = self.confusion_matrix
+        if matrix is not None and any(len(row) != len(matrix) for row in matrix):
+            raise Broken("confusion_matrix is not square")
+        if matrix is not None and self.classes is not None and len(self.classes) != len(matrix):
+            raise Broken(f"confusion_matrix has {len(matrix)} rows for {len(self.classes)} classes")
 
 
 @dataclass(kw_only=True)
