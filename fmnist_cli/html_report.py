@@ -410,7 +410,12 @@ def comparison_runs(summary, infos: dict, splits: list[str]) -> str:
             rows.append(row)
             classes.append(" ".join(c for c in ("group" if k == 0 else "",
                                                 "best" if v.label == summary.best_variant else "") if c))
-    return table(headers, rows, left=4, row_classes=classes)
+    out = table(headers, rows, left=4, row_classes=classes)
+    together = max((slot.group_size or 1 for v in summary.variants for slot in v.runs), default=1)
+    if together > 1:
+        out += (f"<p class=note>Runs trained together in one program (up to {together} here) share its wall "
+                "time: their seconds are that program's.</p>")
+    return out
 
 
 def comparison_evaluation(summary, split: str, evaluations) -> str:
