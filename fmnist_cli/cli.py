@@ -397,7 +397,7 @@ def report_command(
 
       fmnist report my-run-name --html run.html
     """
-    from . import html_report, report
+    from . import backend, html_report, report
     from .store import RunStore, absolute, atomic_write_text
 
     if html_path is None:
@@ -405,6 +405,7 @@ def report_command(
     check_output(html_path, "--html")   # before the figures are drawn
     store = RunStore.at(runs_dir)
     kind, target = store.resolve_any(ref)
+    backend.shelter_home()   # matplotlib writes its settings under the home folder
     if kind == "comparison":
         name, text = f"comparison {target}", html_report.comparison_page(store, target)
     else:

@@ -589,6 +589,8 @@ class RunStore:
         kinds resolve together, by resolve_ref's rules: a part that matches a run and a comparison is
         ambiguous, an exact id never is. A path is a run folder. `latest` is the newest finished run,
         or the comparison it belongs to (so after `fmnist compare`, that comparison)."""
+        if ref is not None and not ref.strip():
+            raise RunNotFound("The id is empty; see `fmnist runs` and `fmnist compare --list` for the ids.")
         ref = (ref or "latest").strip()
         if ref == "latest":
             try:

@@ -121,6 +121,18 @@ def test_a_run_report_holds_its_curves_epochs_evaluation_and_configuration(compa
     assert f"part of comparison {comparison['comparison_id']}" in page.text
 
 
+def test_a_diverged_and_an_incomplete_variant_are_reported_as_such(runs_dir, fake_engine, tmp_path):
+    assert invoke("compare", "sgd", "sgd:lr=100", "adam", "--epochs", "3", "--repeats", "2").exit_code == 0
+    store = RunStore(runs_dir)
+    record = store.load_comparison("latest")
+    store.remove_run(store.root / record.variants[2].runs[1])
+    result, page = report("latest", "--html", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    assert "diverged" in page.text and "fake divergence" in page.text
+    assert "Incomplete: adam (1 of 2)" in page.text and f"fmnist compare --resume {record.id}" in page.text
+    assert "evaluation" not in page.sections
+
+
 def test_an_evaluation_stored_before_its_details_were_kept_still_reports(comparison, runs_dir, tmp_path):
     store = RunStore(runs_dir)
     run_id = comparison["variants"][0]["runs"][1]["run_id"]
@@ -172,6 +184,7 @@ def test_ids_paths_and_parts_resolve_among_runs_and_comparisons(comparison, runs
     ("nosuch", "No run or comparison 'nosuch'; see `fmnist runs` and `fmnist compare --list`"),
     ("2026", "matches 5 runs and comparisons; give more of the id"),
     ("./nosuch/folder", "No run folder ./nosuch/folder"),
+    (" ", "The id is empty"),
 ])
 def test_a_ref_that_names_nothing_or_several_is_one_sentence(ref, words, comparison, tmp_path):
     assert_clean_error(invoke("report", ref, "--html", tmp_path / "r.html"), 2, words)
