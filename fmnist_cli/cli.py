@@ -407,18 +407,18 @@ def report_command(
     kind, target = store.resolve_any(ref)
     backend.shelter_home()   # matplotlib writes its settings under the home folder
     if kind == "comparison":
-        name, text = f"comparison {target}", html_report.comparison_page(store, target)
+        ident, text = target, html_report.comparison_page(store, target)
     else:
-        name, text = f"run {target.name}", html_report.run_page(store, target)
+        ident, text = target.name, html_report.run_page(store, target)
     path = absolute(html_path)
     problem = write_output(lambda: atomic_write_text(path, text, durable=False), path, "--html")
     if problem:
         raise StorageError(problem)
     size = len(text.encode("utf-8"))
     if json_out:
-        report.print_json({"kind": kind, "id": name.split()[-1], "html": str(path), "bytes": size})
+        report.print_json({"kind": kind, "id": ident, "html": str(path), "bytes": size})
     else:
-        say(report.out, f"Report of {name} written to {path} ({size / 1024:.0f} KB).")
+        say(report.out, f"Report of {kind} {ident} written to {path} ({size / 1024:.0f} KB).")
 
 
 @command()

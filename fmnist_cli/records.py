@@ -227,6 +227,13 @@ class Evaluation(Record):
             raise Broken("confusion_matrix is not square")
         if matrix is not None and self.classes is not None and len(self.classes) != len(matrix):
             raise Broken(f"confusion_matrix has {len(matrix)} rows for {len(self.classes)} classes")
+        for i, row in enumerate(self.per_class or []):
+            ok = (isinstance(row.get("class"), str) and isinstance(row.get("n"), int)
+                  and isinstance(row.get("accuracy"), (int, float)) and not isinstance(row.get("accuracy"), bool))
+            if not ok:
+                raise Broken(f"per_class[{i}] should hold a class name, its accuracy and its image count")
+        if self.per_class is not None and self.classes is not None and len(self.per_class) != len(self.classes):
+            raise Broken(f"per_class has {len(self.per_class)} rows for {len(self.classes)} classes")
 
 
 @dataclass(kw_only=True)

@@ -154,6 +154,9 @@ def test_the_evaluation_details_round_trip_and_old_records_read(tmp_path):
     bad = RunRecord.from_json({"id": "r", "status": "completed",
                                "evaluations": {"test": {"confusion_matrix": [[1, 2], [3]]}}})
     assert "not square" in bad.broken
+    bad = RunRecord.from_json({"id": "r", "status": "completed",
+                               "evaluations": {"test": {"per_class": [{"class": "Bag", "accuracy": "high"}]}}})
+    assert "per_class[0] should hold" in bad.broken
 
 
 # --- which REF is which ---------------------------------------------------------------------------------
