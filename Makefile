@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: run test setup data bench bench-quick docs clean help
+.PHONY: run test setup data browser bench bench-quick docs clean help
 
 help:
 	@echo "make run    set up everything, then train the book's model (fmnist train)"
@@ -16,7 +16,7 @@ help:
 run: setup
 	$(BIN)/fmnist train $(ARGS)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
@@ -46,6 +46,21 @@ data: $(STAMP)
 	    || $(BIN)/fmnist data --download; \
 	  $(BIN)/fmnist data >/dev/null; \
 	else $(BIN)/fmnist data --download; fi
+
+# Headless Chromium, for the test that renders `fmnist report`'s HTML in a real browser: Debian's
+# package where apt-get exists (sudo when not root, never asking for a password); elsewhere, or when
+# that fails, the test is skipped and says why.
+BROWSERS = chromium chromium-browser google-chrome google-chrome-stable
+browser:
+	@if (for b in $(BROWSERS); do command -v $$b >/dev/null 2>&1 && exit 0; done; exit 1); then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  echo "Installing Debian's chromium (about 330 MB) for the browser test..."; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null 2>&1; } \
+	    || echo "Could not install chromium: the browser test will be skipped."; \
+	else echo "No Chromium and no apt-get: the browser test will be skipped."; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

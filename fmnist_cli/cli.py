@@ -336,6 +336,7 @@ def train(
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run id, id prefix, path to a run folder, or 'latest'.")] = "latest",
     split: Annotated[str, typer.Option("--split", help="val (the run's own validation split) or test.")] = "val",
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the confusion matrix as a heatmap to this PNG file.")] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, backend: Backend = None, json_out: Json = False,
 ):
     """Score a saved run: loss, accuracy, per-class accuracy and the confusion matrix.
@@ -347,21 +348,88 @@ def evaluate(
       fmnist evaluate
 
       fmnist evaluate 20261128-101500-adam-relu-3f2a --split test --json
+
+      fmnist evaluate latest --split test --plot confusion.png
     """
     from . import evaluation, report
-    from .store import RunStore
+    from .store import RunStore, absolute
 
     evaluation.check_split(split)   # before looking for runs: a typo is the first thing to report
+    if plot is not None:
+        check_output(plot, "--plot")   # before the model loads
     store = RunStore.at(runs_dir)
     run_dir = store.resolve_run(run)
     result = evaluation.evaluate(store, run_dir, split, data_dir, backend)
+    problem = None
+    if plot is not None:
+        from . import figures
+
+        title = f"Run {result.run_id}, {result.split} split ({result.n} images): accuracy {result.accuracy:.4f}"
+        problem = write_output(lambda: figures.save_png(
+            figures.confusion_figure(result.classes, result.confusion_matrix, title), plot), plot, "--plot")
     if json_out:   # the result first: a warning that fails to print must not cost it
         report.print_json(result)
     else:
         report.evaluation(result, report.out)
+        if plot is not None and problem is None:
+            say(report.out, f"Confusion matrix written to {absolute(plot)}")
     if not result.stored:
         report.err.print(f"[yellow]Warning:[/] this result was not stored: {escape(result.store_error or '')}",
                          highlight=False, soft_wrap=True)
+    if problem:
+        report.err.print(f"[red]Error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@command("report")
+def report_command(
+    ref: Annotated[str, typer.Argument(help="A comparison or a run: an id, a unique part of one, a run folder, or 'latest'.")] = "latest",
+    html_path: Annotated[Optional[Path], typer.Option("--html", help="The HTML file to write.", show_default=False)] = None,
+    runs_dir: RunsDir = None, json_out: Json = False,
+):
+    """Write one self-contained HTML file about a comparison or a run, to open in any browser.
+
+    A comparison's report holds its table (mean ± std, seeds per variant, the best variant starred),
+    learning curves with ± std bands, each variant's runs, the evaluations (per-class accuracy and
+    confusion-matrix heatmaps, where `fmnist evaluate` has scored the runs), the configuration,
+    library versions and machine. A run's report: its curves, epochs, evaluations and configuration.
+    Inline CSS and SVG figures; no scripts, nothing fetched from the network.
+
+    REF is looked up among comparison ids (date-time-cmp-xxxx) and run ids together, as elsewhere: the
+    whole id, a unique prefix or suffix, or any unique part; a part that matches both a comparison and
+    a run is refused (give more of the id). A path to a run folder is a run. 'latest' (the default) is
+    the newest finished run, or the comparison it belongs to.
+
+    Examples:
+
+      fmnist report --html report.html              # the latest run or comparison
+
+      fmnist report 20261128-191828-cmp-21dd --html comparison.html
+
+      fmnist report my-run-name --html run.html
+    """
+    from . import backend, html_report, report
+    from .store import RunStore, absolute, atomic_write_text
+
+    if html_path is None:
+        raise UsageError("Give the file to write: fmnist report REF --html FILE.html.")
+    check_output(html_path, "--html")   # before the figures are drawn
+    store = RunStore.at(runs_dir)
+    kind, target = store.resolve_any(ref)
+    backend.shelter_home()   # matplotlib writes its settings under the home folder
+    if kind == "comparison":
+        ident, text = target, html_report.comparison_page(store, target)
+    else:
+        ident, text = target.name, html_report.run_page(store, target)
+    path = absolute(html_path)
+    problem = write_output(lambda: atomic_write_text(path, text, durable=False), path, "--html")
+    if problem:
+        raise StorageError(problem)
+    size = len(text.encode("utf-8"))
+    if json_out:
+        report.print_json({"kind": kind, "id": ident, "html": str(path), "bytes": size})
+    else:
+        say(report.out, f"Report of {kind} {ident} written to {path} ({size / 1024:.0f} KB).")
 
 
 @command()
@@ -734,7 +802,7 @@ def check_output(path: Path, option: str) -> None:
 
     from .store import absolute
 
-    suffix = ".png" if option == "--plot" else ".csv"
+    suffix = {"--plot": ".png", "--csv": ".csv", "--html": ".html"}[option]
     target = absolute(path)
     if target.is_dir():
         raise UsageError(f"{target} is a folder; give {option} a file name ending in {suffix}.")

@@ -663,6 +663,15 @@ def comparison_table(summary, console: Console) -> None:
 def plot_comparison(summary: dict, path) -> None:
     """Train and validation loss and accuracy per epoch for every variant; a band of ± one std
     where there are repeats."""
+    import matplotlib.pyplot as plt
+
+    fig = comparison_figure(summary)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def comparison_figure(summary):
+    """The figure plot_comparison saves (the HTML report inlines it as SVG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -694,5 +703,4 @@ def plot_comparison(summary: dict, path) -> None:
     n = summary.repeats
     fig.suptitle(f"fmnist compare {summary.comparison_id}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
