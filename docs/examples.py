@@ -60,10 +60,10 @@ class Scratch:
     def __init__(self, base: Path):
         self.home = base / "home"
         self.work = self.home / "tour"
-        self.work.mkdir(parents=True)
+        (self.work / "docs").mkdir(parents=True)   # where the README's figures are written
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FMNIST_", "KERAS_", "XDG_"))}
         self.env.update(HOME=str(self.home), COLUMNS=str(WIDTH), LINES="50", NO_COLOR="1", TERM="dumb",
-                        PYTHONWARNINGS="ignore", TF_CPP_MIN_LOG_LEVEL="3")
+                        PYTHONWARNINGS="ignore", TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
         for var in ("FMNIST_DATA_DIR",):   # where the data is stays the caller's business
             if os.environ.get(var):
                 self.env[var] = os.environ[var]
@@ -72,9 +72,11 @@ class Scratch:
         argv = shlex.split(command)
         argv = [sys.executable, "-m", "fmnist_cli", *argv[1:]]
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=3600)
+        # both streams into one pipe, unbuffered: in the order a reader sees them in a terminal
+        proc = subprocess.run(argv, cwd=self.work, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=3600)
         print(f"  {time.perf_counter() - t0:6.1f} s  exit {proc.returncode}  $ {command}", file=sys.stderr)
-        text = proc.stdout + proc.stderr   # what a reader sees in a terminal, both streams
+        text = proc.stdout
         text = text.replace(str(self.work) + os.sep, "").replace(str(self.work), ".")
         text = text.replace(str(self.home), "~")
         return [line.rstrip() for line in text.rstrip("\n").splitlines()]
