@@ -4,7 +4,6 @@ A README block is regenerated when the line before its opening fence is the mark
 
     <!-- make docs -->                     every command's whole output
     <!-- make docs: head=7 tail=2 -->      longer outputs cut to their first 7 and last 2 lines
-    <!-- make docs: stdout=1 -->           the result only (stdout), not the progress lines of stderr
 
 Each `$ fmnist ...` line of the block runs, in order, in one scratch folder shared by the whole
 README (so `fmnist evaluate` finds the run a `fmnist train` block made), with a scratch home and
@@ -69,13 +68,13 @@ class Scratch:
             if os.environ.get(var):
                 self.env[var] = os.environ[var]
 
-    def run(self, command: str, stdout_only: bool = False) -> list[str]:
+    def run(self, command: str) -> list[str]:
         argv = shlex.split(command)
         argv = [sys.executable, "-m", "fmnist_cli", *argv[1:]]
         t0 = time.perf_counter()
         # both streams into one pipe, unbuffered: in the order a reader sees them in a terminal
         proc = subprocess.run(argv, cwd=self.work, env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL if stdout_only else subprocess.STDOUT,
+                              stderr=subprocess.STDOUT,
                               text=True, timeout=3600)
         print(f"  {time.perf_counter() - t0:6.1f} s  exit {proc.returncode}  $ {command}", file=sys.stderr)
         text = proc.stdout
@@ -106,8 +105,7 @@ def regenerate(lines: list[str], scratch: Scratch) -> list[str]:
                 continue   # old output: replaced
             out.append(line)
             if line.startswith("$ fmnist"):
-                output = scratch.run(line[2:], bool(opts.get("stdout"))) if opts.get("stdout") else scratch.run(line[2:])
-                out.extend(cut(output, opts.get("head"), opts.get("tail")))
+                out.extend(cut(scratch.run(line[2:]), opts.get("head"), opts.get("tail")))
         last = end
     out.extend(lines[last:])
     return out
