@@ -16,8 +16,9 @@ a fraction of a second whatever the model size.
 A group of K runs that share their data and batch size (a comparison's variants and repeats) is
 stepped inside the same programs: each run has its own model, optimizer, initial weights and batch
 order, but the per-step overhead is paid once. On JAX, a family of runs that differ only in seed and
-learning rate is one vmapped step over stacked state (see VMAP_MIN); other runs are unrolled copies. Metrics mean what Keras's mean: train loss and
-accuracy are the epoch means over batches weighted by batch size (a last partial batch included,
+learning rate is one vmapped step over stacked state (see VMAP_MIN); other runs are unrolled copies.
+
+Metrics mean what Keras's mean: train loss and accuracy are the epoch means over batches weighted by batch size (a last partial batch included,
 by masking), validation is scored on the whole validation set at each epoch end. Every epoch's batch
 order comes from (seed, epoch) alone, so a resumed run gets the batches an uninterrupted one would.
 """
@@ -194,24 +195,22 @@ class _JaxProgram:
 
 
 # The smallest family stepped as one vmapped computation. On a GPU the batched step costs about
-# what one run's does. On the CPU (2 cores), XLA runs the unrolled copies' independent ops side by
-# side on its threads: per epoch, unrolled was 0-20% faster at 4 and 8 members. But the unrolled
-# program is K copies of the step, and compiles K times slower (8 adam seeds, cold cache: 17 s
-# vmapped, 32 s unrolled), so large families are vmapped there too.
-VMAP_MIN = {"cpu": 8}
-DEFAULT_VMAP_MIN = 2
+# what one run's does. On the CPU (2 cores) it pays too, mostly in compiling: the unrolled program
+# holds K copies of the step. `compare sgd rmsprop adam --repeats 3 --backend jax`, cold cache, on a
+# busy machine: first epoch 14-19 s vmapped against 33-37 s unrolled, later epochs 2.5-3.6 s against
+# 3.1-5.8 s, whole command 30-40 s against 54-63 s. (On a quiet machine, XLA running the unrolled
+# copies' ops side by side on its threads can make a later epoch up to 20% faster unrolled.)
+VMAP_MIN = 2
 
 
 def vmap_min() -> int:
     """$FMNIST_VMAP_MIN overrides the measured default (0: never vmap)."""
     import os
 
-    import jax
-
     value = os.environ.get("FMNIST_VMAP_MIN")
     if value is not None and value.strip().isdigit():
         return int(value) or 10**9
-    return VMAP_MIN.get(jax.default_backend(), DEFAULT_VMAP_MIN)
+    return VMAP_MIN
 
 
 def family_key(config) -> tuple:
