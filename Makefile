@@ -23,11 +23,12 @@ bench: setup
 
 setup: $(STAMP) data
 
-# The virtual environment with the package, the JAX extra (so both backends are tested) and test tools.
+# The virtual environment with the package, the JAX extra (so both backends are tested), Ray (so the
+# Ray executor is tested on a real local cluster) and test tools.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[jax,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[jax,ray,dev]'
 	touch $(STAMP)
 
 # The data: nothing to do when fmnist finds and verifies the files; else Debian's package where

@@ -497,6 +497,10 @@ def compare(
     limit: Limit = None, early_stopping: EarlyStopping = None, monitor: Monitor = "val_loss",
     backend: Backend = None, engine: Engine = "auto",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to N units at once in separate processes.")] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="Where units train: local (this machine) or ray (a Ray cluster; pip install 'fmnist-cli[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster's HOST:PORT (default $RAY_ADDRESS; neither: a local Ray instance).")] = None,
+    cpus_per_unit: Annotated[float, typer.Option("--cpus-per-unit", help="With --executor ray: CPUs Ray reserves for each unit.")] = 1.0,
+    gpus_per_unit: Annotated[float, typer.Option("--gpus-per-unit", help="With --executor ray: GPUs Ray reserves for each unit.")] = 0.0,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write learning curves to this PNG file.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish comparison ID (or 'latest'): train only its missing runs.")] = None,
@@ -519,6 +523,8 @@ def compare(
 
       fmnist compare adam rmsprop --backend jax --epochs 20 --early-stopping 3
 
+      fmnist compare sgd adam --repeats 5 --executor ray --address head-node:6379
+
       fmnist compare --show latest
     """
     from . import compare as cmp
@@ -537,7 +543,8 @@ def compare(
                        "--plot, --csv, --json and --runs-dir", allowed=("show", "plot", "csv_path", "json_out", "runs_dir"))
     elif resume is not None:
         refuse_options(ctx, "--resume", "a comparison resumes with the settings it was started with",
-                       allowed=("resume", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir"))
+                       allowed=("resume", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir",
+                                "executor", "address", "cpus_per_unit", "gpus_per_unit"))
     store = RunStore.at(runs_dir)
     root = store.root
     console = _consoles(json_out)
@@ -552,6 +559,7 @@ def compare(
         return
     if jobs < 1 or jobs > 64:
         raise UsageError("--jobs must be from 1 to 64.")
+    runner = _executor(ctx, executor, address, cpus_per_unit, gpus_per_unit, jobs)
     if repeats < 1 or repeats > 100:
         raise UsageError("--repeats must be from 1 to 100.")
     outputs = [(option, path) for option, path in (("--plot", plot), ("--csv", csv_path)) if path is not None]
@@ -587,7 +595,9 @@ def compare(
         data_mod.load(data_dir)
         if resume is not None:
             cmp.check_resumable(store, record)   # busy: say so before any output
-        else:
+        if runner is not None:
+            runner.connect()   # an unreachable cluster fails here, before a comparison record exists
+        if resume is None:
             record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])
         labels = record.labels
         from . import training   # not before: it imports numpy, which --list and --show do not need
@@ -596,8 +606,9 @@ def compare(
         if not quiet:
             say(report.err, f"Comparison {record.id}: {len(labels)} variant(s) x {record.repeats} seed(s).")
         with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet,
-                                                      monitor=cmp.monitor_of(record)) as display:
-            record = cmp.execute(store, record, data_dir, jobs, display.on_event, stop)
+                                                      monitor=cmp.monitor_of(record)) as display, \
+                runner or contextlib.nullcontext():
+            record = cmp.execute(store, record, data_dir, jobs, display.on_event, stop, executor=runner)
         if stop():
             status = 130
     summary_data = cmp.summarize(store, record)
@@ -623,6 +634,24 @@ def compare(
         report.err.print(f"[red]Error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if status or any(problems.values()):
         raise typer.Exit(status or 1)
+
+
+def _executor(ctx: typer.Context, name: str, address, cpus_per_unit: float, gpus_per_unit: float, jobs: int):
+    """None for the local executor (compare.execute's own); a RayExecutor for --executor ray, with
+    --jobs, where given, as the most workers at once."""
+    name = name.strip().lower()
+    if name not in ("local", "ray"):
+        raise UsageError(f"Unknown executor {name!r}: choose local or ray.")
+    given = {p for p in ("address", "cpus_per_unit", "gpus_per_unit", "jobs")
+             if (source := ctx.get_parameter_source(p)) is not None and source.name != "DEFAULT"}
+    if name == "local":
+        for p in ("address", "cpus_per_unit", "gpus_per_unit"):
+            if p in given:
+                raise UsageError(f"--{p.replace('_', '-')} applies to --executor ray only.")
+        return None
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(address, cpus_per_unit, gpus_per_unit, max_workers=jobs if "jobs" in given else None)
 
 
 def _refuse_replaced(ctx: typer.Context, named: list[str], axes: dict) -> None:
