@@ -596,6 +596,8 @@ def compare(
         if resume is not None:
             cmp.check_resumable(store, record)   # busy: say so before any output
         if runner is not None:
+            if not quiet:
+                say(report.err, f"Connecting to {runner.where()}...")
             runner.connect()   # an unreachable cluster fails here, before a comparison record exists
         if resume is None:
             record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])

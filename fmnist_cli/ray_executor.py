@@ -119,10 +119,11 @@ class RayExecutor:
                 Config.initialize("")
         handlers = _signal_handlers()   # ray.init installs its own; Ctrl-C and SIGTERM stay ours
         try:
-            if self.address:
-                ray.init(address=self.address, **options)
-            else:   # "local": a new instance even where another runs on this machine
-                ray.init(address="local", num_cpus=_cores(), **options)
+            with _quiet_stderr(not backend.debug()):
+                if self.address:
+                    ray.init(address=self.address, **options)
+                else:   # "local": a new instance even where another runs on this machine
+                    ray.init(address="local", num_cpus=_cores(), **options)
             self._owned = True
         except BaseException as err:
             with contextlib.suppress(Exception):
@@ -471,6 +472,24 @@ def _restore(handlers: dict | None) -> None:
     for s, h in (handlers or {}).items():
         if h is not None:
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool):
+    """Ray's C++ core logs to the file descriptor itself, once a second while it retries a cluster
+    that refuses it: that would bury the one sentence that says why. Shown with --debug."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _capital(text: str) -> str:
