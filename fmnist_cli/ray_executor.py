@@ -96,6 +96,7 @@ class RayExecutor:
         a notebook's) is used as it is. A failure is one sentence: unreachable, or refused."""
         imported = "ray" in sys.modules
         if imported and sys.modules["ray"].is_initialized():
+            self.capacity(sys.modules["ray"])
             return
         from . import backend
 
@@ -117,6 +118,9 @@ class RayExecutor:
                 from ray._raylet import Config
 
                 Config.initialize("")
+        if self.address:
+            self._check_reachable()
+        _errors_off_stdout(backend.debug())
         handlers = _signal_handlers()   # ray.init installs its own; Ctrl-C and SIGTERM stay ours
         try:
             with _quiet_stderr(not backend.debug()):
@@ -125,6 +129,10 @@ class RayExecutor:
                 else:   # "local": a new instance even where another runs on this machine
                     ray.init(address="local", num_cpus=_cores(), **options)
             self._owned = True
+            self.capacity(ray)   # a unit no node can hold is refused now, before anything is made
+        except FmnistError:
+            self.close()
+            raise
         except BaseException as err:
             with contextlib.suppress(Exception):
                 ray.shutdown()
@@ -152,6 +160,25 @@ class RayExecutor:
     def _unsetenv(self) -> None:
         while self._env_set:
             os.environ.pop(self._env_set.pop(), None)
+
+    def _check_reachable(self) -> None:
+        """Ray retries an address where nothing answers for minutes; a plain connection says so in
+        seconds. ("auto" and the like are Ray's to resolve.)"""
+        host, colon, port = self.address.split("://")[-1].rpartition(":")
+        if not colon:
+            if self.address in ("auto", "local"):
+                return
+            raise UsageError(f"Cannot read the Ray address {self.address!r}: give it as HOST:PORT "
+                             "(--address or $RAY_ADDRESS).")
+        if not port.isdigit() or not host:
+            raise UsageError(f"Cannot read the Ray address {self.address!r}: give it as HOST:PORT "
+                             "(--address or $RAY_ADDRESS).")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        except (OSError, ValueError, OverflowError) as err:
+            why = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            raise ClusterError(f"Cannot reach the Ray cluster at {self.address} ({why.lower()}); check --address "
+                               "(or $RAY_ADDRESS), and that `ray start --head` runs there.") from None
 
     def _connect_error(self, err: Exception) -> FmnistError:
         chain, e = [], err
@@ -185,7 +212,7 @@ class RayExecutor:
         self.connect()
         root = Path(units[0][1])
         store = RunStore(root)
-        workers = self._worker_count(ray, len(units))
+        workers = max(1, min(len(units), self.capacity(ray), self.max_workers or len(units)))
         arrays = ray.put(_arrays(units[0][2]))
         token = secrets.token_hex(8)
         marker = root / f"{MARKER}{token}"
@@ -218,10 +245,9 @@ class RayExecutor:
                        "(`fmnist compare --resume` trains it again)")
         self.close()
 
-    def _worker_count(self, ray, units: int) -> int:
-        """As many workers as the cluster holds units at once (--cpus-per-unit and --gpus-per-unit of
-        each alive node), never more than the units or --jobs. A unit no node can hold is refused: its
-        worker would wait for ever."""
+    def capacity(self, ray) -> int:
+        """How many units the cluster holds at once (--cpus-per-unit and --gpus-per-unit of each alive
+        node): the most workers worth starting. None is refused: a worker would wait for ever."""
         cpus, gpus = self.cpus_per_unit, self.gpus_per_unit
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         fits = [min(int(r.get("CPU", 0) // cpus), int(r.get("GPU", 0) // gpus) if gpus else 1 << 30) for r in nodes]
@@ -231,7 +257,7 @@ class RayExecutor:
             need = f"{cpus:g} CPU(s)" + (f" and {gpus:g} GPU(s)" if gpus else "")
             raise UsageError(f"No node of {self.where()} has {need} for a unit (the largest has {most_cpu:g} "
                              f"CPU(s) and {most_gpu:g} GPU(s)); lower --cpus-per-unit or --gpus-per-unit.")
-        return max(1, min(units, sum(fits), self.max_workers or units))
+        return sum(fits)
 
 
 # --- the driver's side ------------------------------------------------------------------------------
@@ -343,14 +369,14 @@ class _Pool:
         yield index, results
 
     def _lost(self, w: _Handle, err: Exception, queue, stopping: bool) -> ClusterError:
-        where = f"process {w.info.get('pid')} on {w.info.get('host')}" if w.info else "a worker"
-        reason = f"its Ray worker ({where}) was lost: {_ray_reason(err)}"
+        where = f" (process {w.info.get('pid')} on {w.info.get('host')})" if w.info else ""
+        reason = f"Lost its Ray worker{where}: {_ray_reason(err)}"
         self.workers.remove(w)
         if w.info.get("shared"):
             self._mark(w, "failed", f"{reason}; `fmnist compare --resume` trains it again")
         if queue and not stopping:   # the units still queued get a new worker, wherever Ray places it
             self.start(1)
-        return ClusterError(f"The unit's {reason}.")
+        return ClusterError(f"{reason}.")
 
     def mark_busy(self, status: str, message: str) -> None:
         for w in self.workers:
@@ -472,6 +498,24 @@ def _restore(handlers: dict | None) -> None:
     for s, h in (handlers or {}).items():
         if h is not None:
             signal.signal(s, h)
+
+
+def _errors_off_stdout(debug: bool) -> None:
+    """Ray prints the cluster's error notes ("A worker died or was killed...") on the driver's stdout,
+    where `--json` output goes. This executor reports a lost worker itself: the notes are dropped,
+    or with --debug shown on stderr."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    original = getattr(worker.print_to_stdstream, "__wrapped__", worker.print_to_stdstream)
+
+    @functools.wraps(original)
+    def to_stderr(data, *args, **kwargs):
+        if data.get("pid") != "raylet" or debug:
+            original({**data, "is_err": True}, *args, **kwargs)
+
+    worker.print_to_stdstream = to_stderr
 
 
 @contextlib.contextmanager
