@@ -48,6 +48,7 @@ MARKER = ".ray-shared-"   # in the runs folder while a comparison runs on Ray: w
 PACKAGE_DIR = Path(__file__).resolve().parent
 WORKER_ENV = ("FMNIST_DEBUG", "FMNIST_COMPILE_CACHE", "FMNIST_JAX_CACHE")   # settings workers follow too
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+LOCAL_TOKEN = secrets.token_hex(32)   # this process's local instances: never written to a file
 
 
 def check_installed() -> None:
@@ -110,14 +111,15 @@ class RayExecutor:
         if not self.address and not any(os.environ.get(k) for k in AUTH_ENV):
             # Ray's default would write a token under the home folder; a one-off instance needs none kept
             self._setenv("RAY_AUTH_MODE", "token")
-            self._setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+            self._setenv("RAY_AUTH_TOKEN", LOCAL_TOKEN)
         import ray   # reads RAY_AUTH_MODE when first imported: set before, or read again below
 
-        if imported:
+        if imported:   # a second session in this process (its token loader remembers the first's)
             with contextlib.suppress(Exception):
-                from ray._raylet import Config
+                from ray._raylet import AuthenticationTokenLoader, Config
 
                 Config.initialize("")
+                AuthenticationTokenLoader.instance().reset_cache()
         if self.address:
             self._check_reachable()
         _errors_off_stdout(backend.debug())
