@@ -638,14 +638,19 @@ def compare(
         raise typer.Exit(status or 1)
 
 
+def _given(ctx: typer.Context) -> set[str]:
+    """The options given on the command line or by environment, not left at their defaults."""
+    return {p.name for p in ctx.command.params
+            if (source := ctx.get_parameter_source(p.name)) is not None and source.name != "DEFAULT"}
+
+
 def _executor(ctx: typer.Context, name: str, address, cpus_per_unit: float, gpus_per_unit: float, jobs: int):
     """None for the local executor (compare.execute's own); a RayExecutor for --executor ray, with
     --jobs, where given, as the most workers at once."""
     name = name.strip().lower()
     if name not in ("local", "ray"):
         raise UsageError(f"Unknown executor {name!r}: choose local or ray.")
-    given = {p for p in ("address", "cpus_per_unit", "gpus_per_unit", "jobs")
-             if (source := ctx.get_parameter_source(p)) is not None and source.name != "DEFAULT"}
+    given = _given(ctx)
     if name == "local":
         for p in ("address", "cpus_per_unit", "gpus_per_unit"):
             if p in given:
@@ -660,8 +665,7 @@ def _refuse_replaced(ctx: typer.Context, named: list[str], axes: dict) -> None:
     """Options that a compared setting replaces would be ignored: --activation beside
     --vary activation=..., --optimizer beside optimizers named as arguments, --momentum when no
     compared optimizer is of the SGD family."""
-    given = {p.name for p in ctx.command.params
-             if (source := ctx.get_parameter_source(p.name)) is not None and source.name != "DEFAULT"}
+    given = _given(ctx)
     varied = {**axes, **({"optimizer": [parse_optimizer(o) for o in named]} if named else {})}
     for axis in varied:
         if axis in given:
