@@ -5,30 +5,35 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: run test setup data bench bench-quick clean help
+.PHONY: run test setup data browser bench bench-quick docs clean help
 
 help:
 	@echo "make run    set up everything, then train the book's model (fmnist train)"
 	@echo "make test   set up everything, then run the test suite"
 	@echo "make bench  benchmark fmnist against the book's plain Keras script"
+	@echo "make docs   rerun the README's examples and write their output into it"
 
 run: setup
 	$(BIN)/fmnist train $(ARGS)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
+docs: setup
+	$(BIN)/python docs/examples.py
+
 setup: $(STAMP) data
 
-# The virtual environment with the package, the JAX extra (so both backends are tested), Ray (so the
-# Ray executor is tested on a real local cluster) and test tools.
+# The virtual environment with the package, the JAX extra (so both backends are tested), TensorBoard
+# (its writer for --tensorboard; its server for a test), Ray (so the Ray executor is tested on a real
+# local cluster) and test tools.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[jax,ray,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[jax,dev,tensorboard,ray]'
 	touch $(STAMP)
 
 # The data: nothing to do when fmnist finds and verifies the files; else Debian's package where
@@ -42,6 +47,21 @@ data: $(STAMP)
 	    || $(BIN)/fmnist data --download; \
 	  $(BIN)/fmnist data >/dev/null; \
 	else $(BIN)/fmnist data --download; fi
+
+# Headless Chromium, for the test that renders `fmnist report`'s HTML in a real browser: Debian's
+# package where apt-get exists (sudo when not root, never asking for a password); elsewhere, or when
+# that fails, the test is skipped and says why.
+BROWSERS = chromium chromium-browser google-chrome google-chrome-stable
+browser:
+	@if (for b in $(BROWSERS); do command -v $$b >/dev/null 2>&1 && exit 0; done; exit 1); then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  echo "Installing Debian's chromium (about 330 MB) for the browser test..."; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null 2>&1; } \
+	    || echo "Could not install chromium: the browser test will be skipped."; \
+	else echo "No Chromium and no apt-get: the browser test will be skipped."; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -177,8 +177,11 @@ def describe() -> dict:
     import keras
     import numpy
 
-    info = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__,
-            "backend": keras.backend.backend(), "machine": platform.machine(), "system": platform.system()}
+    from . import __version__
+
+    info = {"fmnist": __version__, "python": platform.python_version(), "keras": keras.__version__,
+            "numpy": numpy.__version__, "backend": keras.backend.backend(), "machine": platform.machine(),
+            "system": platform.system(), "cpus": os.cpu_count()}
     if info["backend"] == "jax":
         import jax
 

@@ -194,6 +194,7 @@ RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST files, .gz or uncompressed (default: $FMNIST_DATA_DIR, the Keras cache, /usr/share/datasets/fashion-mnist).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; everything else goes to stderr.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+TensorBoard = Annotated[Optional[Path], typer.Option("--tensorboard", metavar="DIR", help="Also write TensorBoard logs to DIR, epoch by epoch (a comparison's runs with HParams); view with `tensorboard --logdir DIR`.")]
 
 
 def make_config(*, hidden="100", activation="relu", dropout=0.0, optimizer="rmsprop", learning_rate=None,
@@ -263,6 +264,7 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", help="A label for the run, part of its id.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted or crashed run (id, part of one, or 'latest') from its last checkpoint to its configured epochs.")] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
+    tensorboard: TensorBoard = None,
 ):
     """Train one model and save it as a run.
 
@@ -280,6 +282,8 @@ def train(
 
       fmnist train --backend jax --json > run.json
 
+      fmnist train --tensorboard tb       # then: tensorboard --logdir tb
+
       fmnist train --resume latest        # after Ctrl-C or a crash: on from the last checkpoint
     """
     from . import report, training
@@ -287,10 +291,11 @@ def train(
     from .store import RunStore
 
     store = RunStore.at(runs_dir)
+    logdir = _tensorboard_dir(tensorboard)   # before --resume claims its run
     run_dir = None
     if resume is not None:
         refuse_options(ctx, "--resume", "a run resumes with the settings it was started with",
-                       allowed=("resume", "runs_dir", "data_dir", "json_out", "quiet"))
+                       allowed=("resume", "runs_dir", "data_dir", "json_out", "quiet", "tensorboard"))
         run_dir = store.resolve_run(resume, latest=(Status.INTERRUPTED, Status.CRASHED, Status.FAILED))
         config = training.check_resumable(store, run_dir)
     else:
@@ -300,6 +305,7 @@ def train(
                              limit=limit, early_stopping=early_stopping, monitor=monitor, backend=backend,
                              engine=engine, name=name)
     root = store.ensure_writable().root
+    live = _tensorboard_live(store, logdir)
     console = _consoles(json_out)
     plain = not console.is_terminal
     stop = training.StopFlag()
@@ -309,12 +315,17 @@ def train(
         say(report.err, f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...")
     with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet,
                                                     monitor=config.monitor) as display:
-        result = training.train(config, root, data_dir, display.on_event, stop, resume=run_dir)
+        on_event = live.wrap(display.on_event) if live else display.on_event
+        result = training.train(config, root, data_dir, on_event, stop, resume=run_dir)
+    if live:
+        live.finish()
     if json_out:
         report.print_json(result)
     else:
         with soft_wrapped(console):
             report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
+    if _tensorboard_said(live, console, json_out):
+        raise typer.Exit(1)
     if result.status == Status.INTERRUPTED:
         raise typer.Exit(130)
     if result.status == Status.DIVERGED:
@@ -325,6 +336,7 @@ def train(
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run id, id prefix, path to a run folder, or 'latest'.")] = "latest",
     split: Annotated[str, typer.Option("--split", help="val (the run's own validation split) or test.")] = "val",
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the confusion matrix as a heatmap to this PNG file.")] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, backend: Backend = None, json_out: Json = False,
 ):
     """Score a saved run: loss, accuracy, per-class accuracy and the confusion matrix.
@@ -336,21 +348,88 @@ def evaluate(
       fmnist evaluate
 
       fmnist evaluate 20261128-101500-adam-relu-3f2a --split test --json
+
+      fmnist evaluate latest --split test --plot confusion.png
     """
     from . import evaluation, report
-    from .store import RunStore
+    from .store import RunStore, absolute
 
     evaluation.check_split(split)   # before looking for runs: a typo is the first thing to report
+    if plot is not None:
+        check_output(plot, "--plot")   # before the model loads
     store = RunStore.at(runs_dir)
     run_dir = store.resolve_run(run)
     result = evaluation.evaluate(store, run_dir, split, data_dir, backend)
+    problem = None
+    if plot is not None:
+        from . import figures
+
+        title = f"Run {result.run_id}, {result.split} split ({result.n} images): accuracy {result.accuracy:.4f}"
+        problem = write_output(lambda: figures.save_png(
+            figures.confusion_figure(result.classes, result.confusion_matrix, title), plot), plot, "--plot")
     if json_out:   # the result first: a warning that fails to print must not cost it
         report.print_json(result)
     else:
         report.evaluation(result, report.out)
+        if plot is not None and problem is None:
+            say(report.out, f"Confusion matrix written to {absolute(plot)}")
     if not result.stored:
         report.err.print(f"[yellow]Warning:[/] this result was not stored: {escape(result.store_error or '')}",
                          highlight=False, soft_wrap=True)
+    if problem:
+        report.err.print(f"[red]Error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@command("report")
+def report_command(
+    ref: Annotated[str, typer.Argument(help="A comparison or a run: an id, a unique part of one, a run folder, or 'latest'.")] = "latest",
+    html_path: Annotated[Optional[Path], typer.Option("--html", help="The HTML file to write.", show_default=False)] = None,
+    runs_dir: RunsDir = None, json_out: Json = False,
+):
+    """Write one self-contained HTML file about a comparison or a run, to open in any browser.
+
+    A comparison's report holds its table (mean ± std, seeds per variant, the best variant starred),
+    learning curves with ± std bands, each variant's runs, the evaluations (per-class accuracy and
+    confusion-matrix heatmaps, where `fmnist evaluate` has scored the runs), the configuration,
+    library versions and machine. A run's report: its curves, epochs, evaluations and configuration.
+    Inline CSS and SVG figures; no scripts, nothing fetched from the network.
+
+    REF is looked up among comparison ids (date-time-cmp-xxxx) and run ids together, as elsewhere: the
+    whole id, a unique prefix or suffix, or any unique part; a part that matches both a comparison and
+    a run is refused (give more of the id). A path to a run folder is a run. 'latest' (the default) is
+    the newest finished run, or the comparison it belongs to.
+
+    Examples:
+
+      fmnist report --html report.html              # the latest run or comparison
+
+      fmnist report 20261128-191828-cmp-21dd --html comparison.html
+
+      fmnist report my-run-name --html run.html
+    """
+    from . import backend, html_report, report
+    from .store import RunStore, absolute, atomic_write_text
+
+    if html_path is None:
+        raise UsageError("Give the file to write: fmnist report REF --html FILE.html.")
+    check_output(html_path, "--html")   # before the figures are drawn
+    store = RunStore.at(runs_dir)
+    kind, target = store.resolve_any(ref)
+    backend.shelter_home()   # matplotlib writes its settings under the home folder
+    if kind == "comparison":
+        ident, text = target, html_report.comparison_page(store, target)
+    else:
+        ident, text = target.name, html_report.run_page(store, target)
+    path = absolute(html_path)
+    problem = write_output(lambda: atomic_write_text(path, text, durable=False), path, "--html")
+    if problem:
+        raise StorageError(problem)
+    size = len(text.encode("utf-8"))
+    if json_out:
+        report.print_json({"kind": kind, "id": ident, "html": str(path), "bytes": size})
+    else:
+        say(report.out, f"Report of {kind} {ident} written to {path} ({size / 1024:.0f} KB).")
 
 
 @command()
@@ -484,6 +563,14 @@ def remove_runs(
         say(report.err, f"Removed {plan.describe()}.")
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 @command()
 def compare(
     ctx: typer.Context,
@@ -496,7 +583,7 @@ def compare(
     batch_size: BatchSize = 32, seed: Seed = 42, val_size: ValSize = 0.2, split_seed: SplitSeed = 42,
     limit: Limit = None, early_stopping: EarlyStopping = None, monitor: Monitor = "val_loss",
     backend: Backend = None, engine: Engine = "auto",
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Train up to N units at once in separate processes.")] = 1,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Train up to N units (groups of runs) at once, in separate processes. Default: $FMNIST_JOBS, else one per CPU core; units are fixed before dispatch, so the numbers never depend on N.", show_default=False)] = None,
     executor: Annotated[str, typer.Option("--executor", help="Where units train: local (this machine) or ray (a Ray cluster; pip install 'fmnist-cli[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster's HOST:PORT (default $RAY_ADDRESS; neither: a local Ray instance).")] = None,
     cpus_per_unit: Annotated[float, typer.Option("--cpus-per-unit", help="With --executor ray: CPUs Ray reserves for each unit.")] = 1.0,
@@ -507,6 +594,7 @@ def compare(
     show: Annotated[Optional[str], typer.Option("--show", help="Show comparison ID (or 'latest') again, without training.")] = None,
     list_all: Annotated[bool, typer.Option("--list", help="List saved comparisons.")] = False,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
+    tensorboard: TensorBoard = None,
 ):
     """Train one model per variant under equal conditions and show them side by side.
 
@@ -522,6 +610,8 @@ def compare(
       fmnist compare --vary activation=sigmoid,relu --vary hidden=100,300-100
 
       fmnist compare adam rmsprop --backend jax --epochs 20 --early-stopping 3
+
+      fmnist compare sgd rmsprop adam --repeats 3 --tensorboard tb   # HParams: a row per optimizer
 
       fmnist compare sgd adam --repeats 5 --executor ray --address head-node:6379
 
@@ -544,7 +634,7 @@ def compare(
     elif resume is not None:
         refuse_options(ctx, "--resume", "a comparison resumes with the settings it was started with",
                        allowed=("resume", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir",
-                                "executor", "address", "cpus_per_unit", "gpus_per_unit"))
+                                "tensorboard", "executor", "address", "cpus_per_unit", "gpus_per_unit"))
     store = RunStore.at(runs_dir)
     root = store.root
     console = _consoles(json_out)
@@ -557,14 +647,22 @@ def compare(
         else:
             report.comparison_list(items, console)
         return
-    if jobs < 1 or jobs > 64:
-        raise UsageError("--jobs must be from 1 to 64.")
+    if jobs is None and os.environ.get("FMNIST_JOBS", "").strip():
+        try:
+            jobs = int(os.environ["FMNIST_JOBS"])
+        except ValueError:
+            raise UsageError("$FMNIST_JOBS must be a whole number from 1 to 64.") from None
+    if jobs is not None and (jobs < 1 or jobs > 64):
+        raise UsageError("--jobs (or $FMNIST_JOBS) must be from 1 to 64.")
+    if jobs is None:
+        jobs = cpu_cores()
     runner = _executor(ctx, executor, address, cpus_per_unit, gpus_per_unit, jobs)
     if repeats < 1 or repeats > 100:
         raise UsageError("--repeats must be from 1 to 100.")
     outputs = [(option, path) for option, path in (("--plot", plot), ("--csv", csv_path)) if path is not None]
     for option, path in outputs:
         check_output(path, option)   # before any training: a typo in a path must not cost the comparison
+    logdir = _tensorboard_dir(tensorboard)
     if show is not None:
         record = store.load_comparison(show)
     elif resume is not None:
@@ -586,7 +684,7 @@ def compare(
                              "use a smaller --seed.")
         variants = cmp.expand(base, named, axes,
                               overrides=dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov))
-    status = 0
+    status, live = 0, None
     if show is None:
         # Everything that can fail fast does, before a comparison record exists.
         store.ensure_writable()
@@ -601,6 +699,7 @@ def compare(
             runner.connect()   # an unreachable cluster fails here, before a comparison record exists
         if resume is None:
             record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])
+        live = _tensorboard_live(store, logdir, record)
         labels = record.labels
         from . import training   # not before: it imports numpy, which --list and --show do not need
         stop = training.StopFlag()
@@ -610,7 +709,10 @@ def compare(
         with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet,
                                                       monitor=cmp.monitor_of(record)) as display, \
                 runner or contextlib.nullcontext():
-            record = cmp.execute(store, record, data_dir, jobs, display.on_event, stop, executor=runner)
+            on_event = live.wrap(display.on_event) if live else display.on_event
+            record = cmp.execute(store, record, data_dir, jobs, on_event, stop, executor=runner)
+        if live:
+            live.finish(record)
         if stop():
             status = 130
     summary_data = cmp.summarize(store, record)
@@ -634,7 +736,8 @@ def compare(
             say(console, f"Interrupted. Finish it with: fmnist compare --resume {record.id}")
     for problem in filter(None, problems.values()):
         report.err.print(f"[red]Error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    if status or any(problems.values()):
+    tb_failed = show is None and _tensorboard_said(live, console, json_out)
+    if status or any(problems.values()) or tb_failed:
         raise typer.Exit(status or 1)
 
 
@@ -659,6 +762,38 @@ def _executor(ctx: typer.Context, name: str, address, cpus_per_unit: float, gpus
     from .ray_executor import RayExecutor
 
     return RayExecutor(address, cpus_per_unit, gpus_per_unit, max_workers=jobs if "jobs" in given else None)
+
+
+def _tensorboard_dir(path: Path | None) -> Path | None:
+    """--tensorboard's folder, made and tried before anything trains (TensorBoard installed too)."""
+    if path is None:
+        return None
+    from . import tensorboard
+
+    return tensorboard.check_logdir(path)
+
+
+def _tensorboard_live(store, logdir: Path | None, record=None):
+    """The live TensorBoard log of the runs being trained, or None without --tensorboard."""
+    if logdir is None:
+        return None
+    from . import tensorboard
+
+    return tensorboard.Live(store, logdir, record)
+
+
+def _tensorboard_said(live, console, json_out: bool) -> bool:
+    """Where the TensorBoard log went, or (to stderr) why it stopped; True when it failed."""
+    if live is None:
+        return False
+    if live.problem:
+        from . import report
+
+        report.err.print(f"[red]Error:[/] {escape(live.problem)}", highlight=False, soft_wrap=True)
+        return True
+    if not json_out:
+        say(console, f"TensorBoard logs written to {live.log.logdir} (view them: tensorboard --logdir {live.log.logdir})")
+    return False
 
 
 def _refuse_replaced(ctx: typer.Context, named: list[str], axes: dict) -> None:
@@ -701,7 +836,7 @@ def check_output(path: Path, option: str) -> None:
 
     from .store import absolute
 
-    suffix = ".png" if option == "--plot" else ".csv"
+    suffix = {"--plot": ".png", "--csv": ".csv", "--html": ".html"}[option]
     target = absolute(path)
     if target.is_dir():
         raise UsageError(f"{target} is a folder; give {option} a file name ending in {suffix}.")
@@ -789,6 +924,53 @@ def data(
         report.print_json(info)
     else:
         report.data_info(info, report.out)
+
+
+export_app = typer.Typer(cls=Group, rich_markup_mode="rich", no_args_is_help=True,
+                         context_settings={"help_option_names": ["-h", "--help"]},
+                         help="Write saved runs and comparisons in another tool's format.")
+app.add_typer(export_app, name="export")
+
+
+@command("tensorboard", group=export_app)
+def export_tensorboard(
+    logdir: Annotated[Path, typer.Argument(metavar="DIR", help="The TensorBoard log folder (made when missing).", show_default=False)],
+    run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="RUN", help="Runs: ids, unique parts of ids, paths, or 'latest'.", show_default=False)] = None,
+    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="A comparison (id, part of one, or 'latest'): its runs, with HParams.")] = None,
+    runs_dir: RunsDir = None, json_out: Json = False,
+):
+    """Write TensorBoard logs of saved runs or of a comparison, as --tensorboard writes them live.
+
+    Per run and epoch: loss and accuracy (train and validation in one chart), seconds and the
+    learning rate. A comparison adds HParams: one row per variant, averaged over its seeds, with
+    best and final val accuracy and test accuracy (once `fmnist evaluate --split test` ran).
+    Exporting again replaces a run's earlier logs in DIR.
+
+    Examples:
+
+      fmnist export tensorboard tb --comparison latest
+
+      fmnist export tensorboard tb latest 20261128-083110
+
+      tensorboard --logdir tb
+    """
+    from . import report, tensorboard
+    from .store import RunStore
+
+    if comparison is not None and run_ids:
+        raise UsageError("Name runs or --comparison, not both.")
+    if comparison is None and not run_ids:
+        raise UsageError("Name the runs to export (or 'latest'), or a comparison with --comparison ID.")
+    store = RunStore.at(runs_dir)
+    result = tensorboard.export(store, logdir, list(run_ids or []), comparison)
+    if json_out:
+        report.print_json(result)
+    else:
+        report.tensorboard_export(result, report.out)
+    if not result.runs:   # every run named was skipped, each with its reason above
+        report.err.print(f"[red]Error:[/] nothing was written to {escape(result.logdir)}: no run named has a "
+                         "finished epoch.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import json
 import os
 import math
 import struct
@@ -14,9 +15,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import DataError
+
+if TYPE_CHECKING:   # numpy is imported where it is used: a warm `fmnist data` never needs it
+    import numpy as np
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -113,6 +117,8 @@ def read_idx(path: Path, ndim: int, count: int | None = None, sha256: str | None
 
 def _decode(path: Path, ndim: int, count: int | None, sha256: str | None) -> tuple[np.ndarray, str]:
     """read_idx, also returning the SHA-256 of the decompressed payload (what the cache records)."""
+    import numpy as np
+
     name = path.name
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
@@ -240,6 +246,8 @@ def _load_dir(directory: Path, source: str, strict: bool, verify: bool = False) 
 
 def verify_sources(paths: list[Path], strict: bool) -> tuple[dict[str, np.ndarray], list[str]]:
     """Read and verify the four files in full; the arrays by key, and each payload's SHA-256."""
+    import numpy as np
+
     arrays, digests = {}, []
     for f, path in zip(FILES, paths):
         array, digest = _decode(path, f.ndim, f.count if strict else None, f.sha256 if strict else None)
@@ -258,22 +266,45 @@ def verify_sources(paths: list[Path], strict: bool) -> tuple[dict[str, np.ndarra
 
 def scale(images: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1], as the book does with `/ 255.0`."""
+    import numpy as np
+
     # one pass, one float32 array (not astype's copy and then the division's): the same values
     return np.divide(images, np.float32(255.0), dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def pixel_values() -> np.ndarray:
+    """scale() of every pixel value: a program that gathers from this table gets the very floats numpy
+    computes (XLA turns `/ 255` into a multiplication, which differs in the last bit for half of them)."""
+    import numpy as np
+
+    return scale(np.arange(256, dtype=np.uint8))
+
+
 @dataclass
 class Split:
-    x_train: np.ndarray
+    """The training and validation images as uint8 pixels (a quarter of float32's memory: the fused
+    engine scales them inside its programs) and, made on first use, as the book's float32 in [0, 1]."""
+    pixels_train: np.ndarray
     y_train: np.ndarray
-    x_val: np.ndarray
+    pixels_val: np.ndarray
     y_val: np.ndarray
+
+    @functools.cached_property
+    def x_train(self) -> np.ndarray:
+        return scale(self.pixels_train)
+
+    @functools.cached_property
+    def x_val(self) -> np.ndarray:
+        return scale(self.pixels_val)
 
 
 def split_indices(n: int, labels: np.ndarray, val_size: float, split_seed: int,
                   limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the training and validation parts. Splitting indices gives exactly the rows that
     `train_test_split(x, y, test_size=val_size, random_state=split_seed)` gives, without copying x."""
+    import numpy as np
+
     if isinstance(val_size, float) and 0 < val_size < 1 and isinstance(split_seed, int) and math.ceil(val_size * n) < n:
         # ShuffleSplit's own steps (no scikit-learn import, 0.7 s, for `fmnist data`); a test checks
         # that the rows are the same
@@ -298,18 +329,39 @@ def split_indices(n: int, labels: np.ndarray, val_size: float, split_seed: int,
 def make_split(dataset: Dataset, val_size: float = 0.2, split_seed: int = 42,
                limit: int | None = None) -> Split:
     train_idx, val_idx = split_indices(len(dataset.y_train), dataset.y_train, val_size, split_seed, limit)
-    return Split(scale(dataset.x_train[train_idx]), dataset.y_train[train_idx],
-                 scale(dataset.x_train[val_idx]), dataset.y_train[val_idx])
+    return Split(dataset.x_train[train_idx], dataset.y_train[train_idx],
+                 dataset.x_train[val_idx], dataset.y_train[val_idx])
 
 
 def class_counts(labels: np.ndarray) -> list[int]:
+    import numpy as np
+
     return np.bincount(labels, minlength=len(CLASS_NAMES)).tolist()
 
 
 def describe(data_dir: str | os.PathLike | None = None, val_size: float = 0.2, split_seed: int = 42,
              limit: int | None = None, verify: bool = False) -> dict:
     """What `fmnist data` shows: where the files are, that they verified (now, or when the cache was
-    built), the cache, class counts per split."""
+    built), the cache, class counts per split. Warm, it comes from the cache's stored summaries."""
+    from . import datacache
+
+    key = json.dumps([val_size, split_seed, limit])
+    if not verify:
+        directory, source = locate(data_dir)
+        directory = directory.resolve()
+        paths = [f.find(directory) or directory / f.filename for f in FILES]
+        found = datacache.summary(directory, paths, [f.sha256 for f in FILES], key)
+        if found is not None and found.get("directory") == str(directory) and found.get("source") == source:
+            root = datacache.root()
+            return dict(found, cache={"directory": None if root is None else str(root), "used": True,
+                                      "rebuilt": False})
+    info = _describe(data_dir, val_size, split_seed, limit, verify)
+    if info["cache"].get("used") or info["cache"].get("rebuilt"):
+        datacache.remember_summary(Path(info["directory"]), key, {k: v for k, v in info.items() if k != "cache"})
+    return info
+
+
+def _describe(data_dir, val_size: float, split_seed: int, limit: int | None, verify: bool) -> dict:
     ds = load(data_dir, verify=True) if verify else load(data_dir)
     train_idx, val_idx = split_indices(len(ds.y_train), ds.y_train, val_size, split_seed, limit)
     return {

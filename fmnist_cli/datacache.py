@@ -28,8 +28,10 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:   # imported where used: `fmnist data` answers from the summaries without numpy
+    import numpy as np
 
 VERSION = 1
 RACY_NS = 2_000_000_000          # covers coarse kernel clocks and 2 s (FAT) timestamps
@@ -120,6 +122,8 @@ def check_sources(manifest: dict, paths: list[Path], strict_sha: list[str] | Non
 def open_arrays(entry: Path, manifest: dict) -> dict[str, np.ndarray]:
     """The four arrays, memory-mapped read-only; Miss('damaged') for any that is not what the
     manifest says."""
+    import numpy as np
+
     arrays = {}
     for key in KEYS:
         try:
@@ -148,6 +152,72 @@ def lookup(source_dir: Path, paths: list[Path], strict_sha: list[str] | None) ->
     manifest = read_manifest(entry)
     check_sources(manifest, paths, strict_sha)
     return open_arrays(entry, manifest)
+
+
+def arrays_present(entry: Path, manifest: dict) -> bool:
+    """Every .npy file of the entry is there with its recorded size (the cheap part of open_arrays)."""
+    try:
+        return all(os.stat(entry / spec["file"]).st_size == spec["bytes"] for spec in manifest["arrays"].values())
+    except (OSError, KeyError, TypeError, AttributeError):
+        return False
+
+
+# What `fmnist data` shows depends only on the files and the split settings: kept beside the arrays,
+# it answers a warm `fmnist data` without reading them (or importing numpy). Tied to one build.
+SUMMARIES = "summaries.json"
+MAX_SUMMARIES = 32
+
+
+def summary(source_dir: Path, paths: list[Path], strict_sha: list[str] | None, key: str) -> dict | None:
+    """The summary stored under `key` for the current entry, when that entry still matches the files."""
+    entry = entry_dir(source_dir)
+    if entry is None:
+        return None
+    try:
+        manifest = read_manifest(entry)
+        check_sources(manifest, paths, strict_sha)
+    except Miss:
+        return None
+    if not arrays_present(entry, manifest):
+        return None
+    try:
+        with open(entry / SUMMARIES, encoding="utf-8") as fh:
+            stored = json.load(fh)
+        if stored.get("built_ns") != manifest["built_ns"]:
+            return None
+        found = stored["summaries"].get(key)
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def remember_summary(source_dir: Path, key: str, value: dict) -> None:
+    """Store a summary for the current entry (atomically; silently not, where the cache cannot)."""
+    entry = entry_dir(source_dir)
+    if entry is None:
+        return
+    try:
+        built = read_manifest(entry)["built_ns"]
+    except (Miss, KeyError, TypeError):
+        return
+    stored: dict = {}
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+        with open(entry / SUMMARIES, encoding="utf-8") as fh:
+            stored = json.load(fh)
+    summaries = stored.get("summaries") if isinstance(stored, dict) and stored.get("built_ns") == built else None
+    summaries = dict(summaries) if isinstance(summaries, dict) else {}
+    summaries.pop(key, None)
+    summaries[key] = value
+    while len(summaries) > MAX_SUMMARIES:   # the oldest go first
+        summaries.pop(next(iter(summaries)))
+    tmp = entry / f"{SUMMARIES}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"built_ns": built, "summaries": summaries}, fh)
+        os.replace(tmp, entry / SUMMARIES)
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def recorded_sha(source_dir: Path) -> list | None:
@@ -191,6 +261,8 @@ def write(source_dir: Path, sources: list[dict], built_ns: int, digests: list[st
           arrays: dict[str, np.ndarray], locked: bool = True) -> bool:
     """Write a new entry (call with the build lock held where there is one: `locked`). False, and
     nothing left behind, when the cache folder cannot take it."""
+    import numpy as np
+
     entry = entry_dir(source_dir)
     if entry is None:
         return False

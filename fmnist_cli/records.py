@@ -215,7 +215,25 @@ class Evaluation(Record):
     accuracy: float | None = None
     evaluated: str | None = None   # ISO time
     n: int | None = None           # images scored
+    # Stored since `fmnist report` draws them; evaluations stored before read as None.
+    per_class: list[dict] | None = None                 # {"class", "accuracy", "n"} per class
+    confusion_matrix: list[list[int]] | None = None     # rows: true class, columns: predicted class
+    classes: list[str] | None = None
     broken: str | None = None
+
+    def check(self) -> None:
+        matrix = self.confusion_matrix
+        if matrix is not None and any(len(row) != len(matrix) for row in matrix):
+            raise Broken("confusion_matrix is not square")
+        if matrix is not None and self.classes is not None and len(self.classes) != len(matrix):
+            raise Broken(f"confusion_matrix has {len(matrix)} rows for {len(self.classes)} classes")
+        for i, row in enumerate(self.per_class or []):
+            ok = (isinstance(row.get("class"), str) and isinstance(row.get("n"), int)
+                  and isinstance(row.get("accuracy"), (int, float)) and not isinstance(row.get("accuracy"), bool))
+            if not ok:
+                raise Broken(f"per_class[{i}] should hold a class name, its accuracy and its image count")
+        if self.per_class is not None and self.classes is not None and len(self.per_class) != len(self.classes):
+            raise Broken(f"per_class has {len(self.per_class)} rows for {len(self.classes)} classes")
 
 
 @dataclass(kw_only=True)
@@ -333,6 +351,17 @@ class EvaluationResult(Record):
     evaluated: str
     stored: bool = False
     store_error: str | None = None
+
+
+@dataclass(kw_only=True)
+class TensorBoardExport(Record):
+    """What `fmnist export tensorboard --json` prints: where the log is and which runs it holds."""
+
+    logdir: str
+    comparison: str | None               # the comparison whose runs are HParams sessions, if any
+    runs: list[dict]                     # {"run_id", "epochs", "group"}: group is the HParams session
+                                         # group, "variant (comparison)"; None outside a comparison
+    skipped: list[dict]                  # {"run_id", "reason"}: slots and runs with nothing to write
 
 
 # --- comparisons ----------------------------------------------------------------------------------

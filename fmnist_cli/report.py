@@ -461,6 +461,19 @@ def comparison_list(records, console: Console) -> None:
             console.print(f"{c.id}  repeats {c.repeats}  {', '.join(c.labels)}", highlight=False, markup=False)
 
 
+def tensorboard_export(result, console: Console) -> None:
+    """`fmnist export tensorboard`: what was written where, what was skipped and why, how to view it."""
+    epochs = sum(r["epochs"] for r in result.runs)
+    groups = {r["group"] for r in result.runs if r["group"]}
+    sessions = f", as HParams sessions of {len(groups)} variant(s) of {result.comparison}" if groups else ""
+    if result.runs:
+        say(console, f"Wrote {len(result.runs)} run(s) ({epochs} epochs) to {result.logdir}{sessions}.", markup=False)
+    for s in result.skipped:
+        say(console, f"Skipped {s['run_id']}: {s['reason']}.", markup=False)
+    if result.runs:
+        say(console, f"View them: tensorboard --logdir {result.logdir}", markup=False)
+
+
 def data_info(info: dict, console: Console) -> None:
     cache = info.get("cache") or {}
     checks = "(gzip, IDX header, counts, labels, checksums)"
@@ -650,6 +663,15 @@ def comparison_table(summary, console: Console) -> None:
 def plot_comparison(summary: dict, path) -> None:
     """Train and validation loss and accuracy per epoch for every variant; a band of ± one std
     where there are repeats."""
+    import matplotlib.pyplot as plt
+
+    fig = comparison_figure(summary)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def comparison_figure(summary):
+    """The figure plot_comparison saves (the HTML report inlines it as SVG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -681,5 +703,4 @@ def plot_comparison(summary: dict, path) -> None:
     n = summary.repeats
     fig.suptitle(f"fmnist compare {summary.comparison_id}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -167,7 +167,7 @@ def _stale(path: Path) -> bool:
         return False
 
 
-def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str) -> str:
+def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str, plural: str | None = None) -> str:
     """Runs and comparisons resolve alike: an exact id, else a unique prefix or suffix, else any unique
     part of the id (a run's name, a time). `kind` is "run" or "comparison"."""
     ref = (ref or "").strip()
@@ -179,7 +179,8 @@ def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str) -> s
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise RunNotFound(f"{ref!r} matches {len(matches)} {kind}s; give more of the id (see `{listing}`).")
+        raise RunNotFound(f"{ref!r} matches {len(matches)} {plural or kind + 's'}; give more of the id "
+                          f"(see `{listing}`).")
     raise RunNotFound(f"No {kind} {ref!r}; see `{listing}` for the ids, or pass --runs-dir.")
 
 
@@ -280,7 +281,8 @@ class RunStore:
         from .records import Evaluation
 
         get = result.get if isinstance(result, dict) else lambda k: getattr(result, k)
-        evaluation = Evaluation(**{k: get(k) for k in ("loss", "accuracy", "evaluated", "n")})
+        evaluation = Evaluation(**{k: get(k) for k in ("loss", "accuracy", "evaluated", "n", "per_class",
+                                                       "confusion_matrix", "classes")})
         with self._locked(run_dir):
             record = self.read_record(run_dir)
             if record.broken:
@@ -611,6 +613,34 @@ class RunStore:
                                   "`fmnist compare sgd rmsprop adam`.")
             return usable[0]
         return resolve_ref(ref, ids, "comparison", "fmnist compare --list")
+
+    def resolve_any(self, ref: str | None) -> tuple[str, str | Path]:
+        """("comparison", its id) or ("run", its folder), for commands that take either. Ids of both
+        kinds resolve together, by resolve_ref's rules: a part that matches a run and a comparison is
+        ambiguous, an exact id never is. A path is a run folder. `latest` is the newest finished run,
+        or the comparison it belongs to (so after `fmnist compare`, that comparison)."""
+        if ref is not None and not ref.strip():
+            raise RunNotFound("The id is empty; see `fmnist runs` and `fmnist compare --list` for the ids.")
+        ref = (ref or "latest").strip()
+        if ref == "latest":
+            try:
+                info = self.load_run(self.resolve_run("latest"))
+            except RunNotFound:
+                try:
+                    return "comparison", self.resolve_comparison("latest")
+                except RunNotFound:
+                    raise RunNotFound(f"There are no finished runs or comparisons in {self.root}; train one "
+                                      "with `fmnist train`, or point --runs-dir at another folder.") from None
+            cid = info.record.comparison if info.record else None
+            if cid and cid in self.comparison_ids() and not self.read_comparison(cid).broken:
+                return "comparison", cid
+            return "run", Path(info.run_dir)
+        if "/" in ref or os.sep in ref:
+            return "run", self.resolve_run(ref)
+        cids = self.comparison_ids()
+        name = resolve_ref(ref, cids + [p.name for p in self._run_dirs()], "run or comparison",
+                           "fmnist runs` and `fmnist compare --list", plural="runs and comparisons")
+        return ("comparison", name) if name in cids else ("run", self.root / name)
 
     def load_comparison(self, ref: str | None) -> ComparisonRecord:
         """A usable comparison record, or a one-sentence error (exit 2) for a missing or damaged one."""

@@ -28,6 +28,8 @@ def isolated(tmp_path, monkeypatch, tmp_path_factory):
     else:
         monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
     monkeypatch.setenv("FMNIST_RUNS_DIR", str(tmp_path / "runs"))
+    # compare trains in this process unless a test asks for --jobs: the fake engine lives here
+    monkeypatch.setenv("FMNIST_JOBS", "1")
     # One JAX compilation cache for the whole session: tests may share compiled programs.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
     yield

@@ -170,12 +170,25 @@ def test_resume_trains_only_what_is_missing(runs_dir, fake_engine):
     assert all(v["status"] == "completed" for v in json.loads(result.stdout)["variants"])
 
 
-def test_jobs_give_the_same_results_as_one_job():
-    one = compare_json("sgd", "adam", *SMALL)
-    two = compare_json("sgd", "adam", *SMALL, "--jobs", "2")
-    for a, b in zip(one["variants"], two["variants"]):
+def test_results_never_depend_on_jobs_or_cores(monkeypatch):
+    """Two batch sizes make two units; by default they train side by side, one process per core."""
+    from fmnist_cli import cli
+
+    args = ("sgd", "adam", "--vary", "batch_size=32,64", *SMALL)
+    one = compare_json(*args, "--jobs", "1")
+    monkeypatch.delenv("FMNIST_JOBS")
+    monkeypatch.setattr(cli, "cpu_cores", lambda: 2)
+    auto = compare_json(*args)
+    assert [v["label"] for v in one["variants"]] == [v["label"] for v in auto["variants"]]
+    for a, b in zip(one["variants"], auto["variants"]):
         assert a["runs"][0]["history"]["loss"] == b["runs"][0]["history"]["loss"]
         assert a["runs"][0]["history"]["val_accuracy"] == b["runs"][0]["history"]["val_accuracy"]
+
+
+def test_jobs_from_the_environment_are_checked(monkeypatch):
+    monkeypatch.setenv("FMNIST_JOBS", "many")
+    result = invoke("compare", "sgd", *SMALL)
+    assert result.exit_code == 2 and "FMNIST_JOBS" in result.output
 
 
 def test_fused_compare_trains_variants_together_like_alone(tmp_path):

@@ -280,3 +280,46 @@ def test_data_command_reports_the_cache(tmp_path):
     data._load_dir.cache_clear()
     text = invoke("data", "--data-dir", folder).stdout
     assert "Cache: " in text and "used" in text
+
+
+PROBE = ("import sys, atexit\n"
+         "atexit.register(lambda: sys.stderr.write('NUMPY=%s\\n' % ('numpy' in sys.modules)))\n"
+         "from fmnist_cli.entry import main\n"
+         "sys.argv = ['fmnist', 'data', '--json'] + sys.argv[1:]\n"
+         "main()\n")
+
+
+def fmnist_data(tmp_path, *args):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"), FMNIST_DATA_DIR=str(real_data_dir()))
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), "NUMPY=True" in proc.stderr
+
+
+def test_a_warm_fmnist_data_answers_from_its_stored_summary_without_numpy(tmp_path):
+    cold, cold_numpy = fmnist_data(tmp_path)
+    warm, warm_numpy = fmnist_data(tmp_path)
+    assert cold_numpy and not warm_numpy
+    assert cold["cache"]["rebuilt"] and warm["cache"] == {**cold["cache"], "used": True, "rebuilt": False}
+    assert {k: v for k, v in warm.items() if k != "cache"} == {k: v for k, v in cold.items() if k != "cache"}
+    # other split settings have their own summary; the first one is kept
+    limited, limited_numpy = fmnist_data(tmp_path, "--limit", "1000")
+    assert limited_numpy and sum(limited["splits"]["train"]) == 1000
+    assert fmnist_data(tmp_path, "--limit", "1000") == (limited, False)
+    assert fmnist_data(tmp_path)[1] is False
+
+
+def test_a_stored_summary_is_not_trusted_past_its_cache_entry(tmp_path):
+    first, _ = fmnist_data(tmp_path)
+    base = tmp_path / "xdg" / "fmnist" / "data"
+    (entry_folder,) = [p for p in base.iterdir() if p.is_dir()]
+    manifest = json.loads((entry_folder / "manifest.json").read_text())
+    npy = entry_folder / manifest["arrays"]["y_test"]["file"]
+    npy.write_bytes(npy.read_bytes()[:-10])   # a damaged array: the entry is rebuilt, the summary with it
+    again, used_numpy = fmnist_data(tmp_path)
+    assert used_numpy and again["cache"]["rebuilt"] and again["splits"] == first["splits"]
+    (entry_folder / "summaries.json").write_text("{not json")
+    damaged, used_numpy = fmnist_data(tmp_path)
+    assert used_numpy and damaged["splits"] == first["splits"]
+    assert fmnist_data(tmp_path)[1] is False   # and stored again

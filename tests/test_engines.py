@@ -153,3 +153,59 @@ def test_a_resumed_fused_run_with_dropout_gives_the_uninterrupted_numbers(tmp_pa
     assert out["part"] == 2
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert out["resumed"][metric] == out["whole"][metric], metric
+
+
+VMAP_SCRIPT = textwrap.dedent("""
+    import json, os
+    import numpy as np
+    from fmnist_cli import backend, data
+    from fmnist_cli.config import RunConfig, parse_optimizer
+    backend.configure("jax")
+    from fmnist_cli.engines import fused
+    split = data.make_split(data.load(), limit=600)
+    specs = [("adam", 1), ("adam", 2), ("adam", 3), ("sgd:lr=0.05", 4), ("sgd:lr=0.2", 5), ("rmsprop", 6)]
+    cfgs = [RunConfig(backend="jax", limit=600, epochs=2, dropout=0.2, optimizer=parse_optimizer(o), seed=s).validate()
+            for o, s in specs]
+    out = {"families": fused.families(cfgs, 2)}
+    for tag, setting in (("vmapped", "2"), ("unrolled", "0")):
+        os.environ["FMNIST_VMAP_MIN"] = setting
+        outcomes = fused.train(cfgs, split, lambda e: None, lambda: False)
+        out[tag] = [{"history": o.history, "weights": [w.tolist() for w in o.model.get_weights()]} for o in outcomes]
+    out["alone"] = fused.train([cfgs[5]], split, lambda e: None, lambda: False)[0].history
+    print(json.dumps(out))
+""")
+
+
+def test_vmapped_families_give_the_unrolled_numbers(tmp_path):
+    """Seeds of one optimizer, and one optimizer at two learning rates, stepped as vmapped families
+    (dropout included: each member draws its own masks) train as the unrolled program does."""
+    import numpy as np
+
+    proc = subprocess.run([sys.executable, "-c", VMAP_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["families"] == [[0, 1, 2], [3, 4], [5]]
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):   # bit for bit, whatever the company
+        assert out["alone"][metric] == out["unrolled"][5]["history"][metric], metric
+    for vm, un in zip(out["vmapped"], out["unrolled"]):
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose(vm["history"][metric], un["history"][metric], rtol=1e-4, atol=1e-5)
+        for a, b in zip(vm["weights"], un["weights"]):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+    # and the members really differ: their own seeds and learning rates
+    assert out["vmapped"][0]["history"]["loss"] != out["vmapped"][1]["history"]["loss"]
+    assert out["vmapped"][3]["history"]["loss"] != out["vmapped"][4]["history"]["loss"]
+
+
+def test_families_group_what_can_share_a_vmapped_step():
+    from fmnist_cli.config import RunConfig, parse_optimizer
+    from fmnist_cli.engines.fused import families
+
+    def cfg(opt, **kw):
+        return RunConfig(optimizer=parse_optimizer(opt), **kw).validate()
+
+    configs = [cfg("adam", seed=1), cfg("sgd"), cfg("adam", seed=2), cfg("momentum"), cfg("sgd:lr=0.1"),
+               cfg("adam", hidden=(50,)), cfg("adam", seed=3, dropout=0.1)]
+    # momentum is SGD with other settings; a different architecture or dropout is another family
+    assert families(configs, 2) == [[0, 2], [1, 4], [3], [5], [6]]
+    assert families(configs, 3) == [[0], [2], [1], [4], [3], [5], [6]]

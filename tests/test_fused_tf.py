@@ -57,7 +57,9 @@ def test_a_group_trains_like_its_runs_alone_and_divergence_is_caught(runs_dir):
                for o in ("adam", "sgd:lr=50")]
     together = training.train_group(configs, runs_dir)
     alone = run(runs_dir, engine="fused", limit=1000, epochs=2, optimizer=parse_optimizer("adam"))
-    assert together[0].history["val_accuracy"] == pytest.approx(alone.history["val_accuracy"], abs=1e-4)
+    # bit for bit: a run's numbers never depend on the company it trains in
+    assert together[0].history["loss"] == alone.history["loss"]
+    assert together[0].history["val_loss"] == alone.history["val_loss"]
     assert together[1].status == "diverged" and together[0].status == "completed"
 
 

@@ -15,7 +15,8 @@ a fraction of a second whatever the model size.
 
 A group of K runs that share their data and batch size (a comparison's variants and repeats) is
 stepped inside the same programs: each run has its own model, optimizer, initial weights and batch
-order, but the per-step overhead is paid once. Metrics mean what Keras's mean: train loss and
+order, but the per-step overhead is paid once. On JAX, a family of runs that differ only in seed and
+learning rate is one vmapped step over stacked state (see VMAP_MIN); other runs are unrolled copies. Metrics mean what Keras's mean: train loss and
 accuracy are the epoch means over batches weighted by batch size (a last partial batch included,
 by masking), validation is scored on the whole validation set at each epoch end. Every epoch's batch
 order comes from (seed, epoch) alone, so a resumed run gets the batches an uninterrupted one would.
@@ -43,8 +44,10 @@ def train(configs, split, on_event, should_stop, checkpoint=None, starts=None) -
     starts = starts or [None] * len(configs)
     assert len({s.epoch if s else 0 for s in starts}) == 1, "a group resumes from one epoch"
     models, optimizers, states = _build_group(configs, starts, steps)
-    kind = _JaxProgram if keras.backend.backend() == "jax" else _TensorFlowProgram
-    program = kind(models, optimizers, states, n, batch_size, steps)
+    if keras.backend.backend() == "jax":
+        program = _JaxProgram(models, optimizers, states, n, batch_size, steps, configs)
+    else:
+        program = _TensorFlowProgram(models, optimizers, states, n, batch_size, steps)
     trackers = [EpochTracker.for_config(c) for c in configs]
     for tracker, start in zip(trackers, starts):
         if start:
@@ -100,17 +103,27 @@ def _build_group(configs, starts, steps):
 
 
 class _JaxProgram:
-    """The runs' state as arrays, carried through `jax.jit` programs (stateless API)."""
+    """The runs' state as arrays, carried through `jax.jit` programs (stateless API).
 
-    def __init__(self, models, optimizers, states, n, batch_size, steps):
+    Runs that share their architecture and optimizer settings but the learning rate (a family: say,
+    the seeds of one variant) can be stepped as one `jax.vmap`ped computation over their stacked
+    state, each with its own seed, batch order and learning rate (Keras keeps it in an optimizer
+    variable). Other runs are unrolled: one copy of the step each, side by side in the program."""
+
+    def __init__(self, models, optimizers, states, n, batch_size, steps, configs=None):
         import jax
         import jax.numpy as jnp
         import keras
 
-        self.carry = states
+        K = len(models)
         self.models, self.optimizers = models, optimizers
+        self.families = families(configs, vmap_min()) if configs else [[k] for k in range(K)]
+        self.where = {k: (f, j) for f, members in enumerate(self.families) for j, k in enumerate(members)}
+        # Carried per family: a lone run's (tv, ntv, ov), or a family's with a leading axis of members.
+        self.carry = [states[m[0]] if len(m) == 1 else _stack([states[k] for k in m]) for m in self.families]
+        order_of = np.argsort(np.concatenate(self.families))   # family order -> run order
         padded = steps * batch_size
-        grad_fns = [jax.value_and_grad(functools.partial(_jax_batch_loss, m), has_aux=True) for m in models]
+        fams = [(members, models[members[0]], optimizers[members[0]]) for members in self.families]
 
         @jax.jit
         def order(seeds, epoch):
@@ -118,7 +131,7 @@ class _JaxProgram:
             keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), epoch))(seeds)
             perms = jax.vmap(lambda key: jax.random.permutation(key, n))(keys)          # (K, n)
             perms = jnp.pad(perms, ((0, 0), (0, padded - n)))                           # pad rows: masked
-            idx = perms.reshape(len(models), steps, batch_size).transpose(1, 0, 2)      # (steps, K, bs)
+            idx = perms.reshape(K, steps, batch_size).transpose(1, 0, 2)                # (steps, K, bs)
             mask = (jnp.arange(padded) < n).astype(jnp.float32).reshape(steps, batch_size)
             return idx, mask
 
@@ -127,7 +140,7 @@ class _JaxProgram:
         @functools.partial(jax.jit, static_argnums=5)
         def segment(carry, idx, mask, xs, ys, bounds):
             first, end = bounds
-            step = _jax_step(optimizers, grad_fns, xs, ys)
+            step = _jax_step(fams, order_of, xs, ys)
             carry, (loss_sums, correct_sums) = jax.lax.scan(step, carry, (idx[first:end], mask[first:end]))
             return carry, loss_sums, correct_sums
 
@@ -138,11 +151,13 @@ class _JaxProgram:
         @jax.jit
         def evaluate(carry, xv, yv):
             out = []
-            for model, (tv, ntv, _) in zip(models, carry):
-                yp, _ = model.stateless_call(tv, ntv, xv, training=False)
-                loss = keras.losses.sparse_categorical_crossentropy(yv, yp).sum()
-                out.append(jnp.stack([loss, (jnp.argmax(yp, -1) == yv).sum()]))
-            return jnp.stack(out)
+            for (members, model, _), (tv, ntv, _) in zip(fams, carry):
+                def score(tv, ntv, model=model):
+                    yp, _ = model.stateless_call(tv, ntv, _jax_pixels(xv), training=False)
+                    loss = keras.losses.sparse_categorical_crossentropy(yv, yp).sum()
+                    return jnp.stack([loss, (jnp.argmax(yp, -1) == yv).sum()])
+                out.append(score(tv, ntv)[None] if len(members) == 1 else jax.vmap(score)(tv, ntv))
+            return jnp.concatenate(out)[order_of]
 
         self._order, self._segment, self._means, self._evaluate = order, segment, means, evaluate
 
@@ -172,7 +187,68 @@ class _JaxProgram:
         return np.asarray(jax.device_get(self._evaluate(self.carry, xv, yv)), dtype=np.float64)
 
     def snapshot(self, k):
-        return self.carry[k]   # immutable arrays: keeping a reference is a snapshot
+        f, j = self.where[k]
+        if len(self.families[f]) == 1:
+            return self.carry[f]   # immutable arrays: keeping a reference is a snapshot
+        return tuple([a[j] for a in part] for part in self.carry[f])
+
+
+# The smallest family stepped as one vmapped computation. On a GPU the batched step costs about
+# what one run's does. On the CPU (2 cores), XLA runs the unrolled copies' independent ops side by
+# side on its threads: per epoch, unrolled was 0-20% faster at 4 and 8 members. But the unrolled
+# program is K copies of the step, and compiles K times slower (8 adam seeds, cold cache: 17 s
+# vmapped, 32 s unrolled), so large families are vmapped there too.
+VMAP_MIN = {"cpu": 8}
+DEFAULT_VMAP_MIN = 2
+
+
+def vmap_min() -> int:
+    """$FMNIST_VMAP_MIN overrides the measured default (0: never vmap)."""
+    import os
+
+    import jax
+
+    value = os.environ.get("FMNIST_VMAP_MIN")
+    if value is not None and value.strip().isdigit():
+        return int(value) or 10**9
+    return VMAP_MIN.get(jax.default_backend(), DEFAULT_VMAP_MIN)
+
+
+def family_key(config) -> tuple:
+    """What runs must share to be stepped as one vmapped computation: the architecture and every
+    optimizer setting but the learning rate (each member keeps its own in its optimizer state)."""
+    settings = config.optimizer.keras_kwargs()
+    settings.pop("learning_rate", None)
+    return (tuple(config.hidden), config.activation, float(config.dropout),
+            config.optimizer.keras_class, tuple(sorted(settings.items())))
+
+
+def families(configs, min_size: int) -> list[list[int]]:
+    """Run indices grouped into families (in order of first appearance); a family smaller than
+    `min_size` is split into lone runs."""
+    groups: dict[tuple, list[int]] = {}
+    for k, config in enumerate(configs):
+        groups.setdefault(family_key(config), []).append(k)
+    out = []
+    for members in groups.values():
+        out.extend([members] if len(members) >= min_size else [[k] for k in members])
+    return out
+
+
+def _stack(states):
+    """Members' (tv, ntv, ov) states -> one state whose arrays have a leading member axis."""
+    import jax.numpy as jnp
+
+    return tuple([jnp.stack(arrays) for arrays in zip(*parts)] for parts in zip(*states))
+
+
+def _jax_pixels(pixels):
+    """uint8 pixels -> the float32 images numpy's scale() makes, bit for bit (see data.pixel_values)."""
+    import jax.numpy as jnp
+
+    from ..data import pixel_values
+
+    return jnp.asarray(pixel_values())[pixels.astype(jnp.int32)]
 
 
 def _jax_batch_loss(model, tv, ntv, xb, yb, mask):
@@ -188,24 +264,38 @@ def _jax_batch_loss(model, tv, ntv, xb, yb, mask):
     return loss, (ntv, correct)
 
 
-def _jax_step(optimizers, grad_fns, xs, ys):
-    """One training step of every run: the body of the segment's `lax.scan`."""
+def _jax_step(fams, order_of, xs, ys):
+    """One training step of every run: the body of the segment's `lax.scan`. `fams`: per family,
+    (member run indices, the Keras model and optimizer whose stateless API steps it)."""
+    import jax
     import jax.numpy as jnp
+
+    def member_step(model, optimizer, tv, ntv, ov, xb, yb, mask):
+        grad_fn = jax.value_and_grad(functools.partial(_jax_batch_loss, model), has_aux=True)
+        (loss, (ntv, correct)), grads = grad_fn(tv, ntv, xb, yb, mask)
+        tv, ov = optimizer.stateless_apply(ov, grads, tv)
+        return (tv, ntv, ov), loss * mask.sum(), correct
 
     def step(carry, batch):
         idx, mask = batch        # idx: (K, batch_size) row numbers; mask: (batch_size,) real rows
-        new_states, losses, corrects = [], [], []
         # One gather for every run's batch: XLA on the CPU runs K small gathers far slower.
         flat = idx.reshape(-1)
-        xb_all = xs[flat].reshape(idx.shape + xs.shape[1:])
+        xb_all = _jax_pixels(xs[flat]).reshape(idx.shape + xs.shape[1:])
         yb_all = ys[flat].reshape(idx.shape)
-        for k, (optimizer, (tv, ntv, ov)) in enumerate(zip(optimizers, carry)):
-            (loss, (ntv, correct)), grads = grad_fns[k](tv, ntv, xb_all[k], yb_all[k], mask)
-            tv, ov = optimizer.stateless_apply(ov, grads, tv)
-            new_states.append((tv, ntv, ov))
-            losses.append(loss * mask.sum())
+        new_states, losses, corrects = [], [], []
+        for (members, model, optimizer), (tv, ntv, ov) in zip(fams, carry):
+            one = functools.partial(member_step, model, optimizer)
+            if len(members) == 1:
+                state, loss, correct = one(tv, ntv, ov, xb_all[members[0]], yb_all[members[0]], mask)
+                loss, correct = loss[None], correct[None]
+            else:
+                rows = np.asarray(members)
+                state, loss, correct = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None))(
+                    tv, ntv, ov, xb_all[rows], yb_all[rows], mask)
+            new_states.append(state)
+            losses.append(loss)
             corrects.append(correct)
-        return new_states, (jnp.stack(losses), jnp.stack(corrects))
+        return new_states, (jnp.concatenate(losses)[order_of], jnp.concatenate(corrects)[order_of])
     return step
 
 
@@ -220,6 +310,10 @@ class _TensorFlowProgram:
         for model, optimizer, state in zip(models, optimizers, states):
             _assign(model, optimizer, state)
         K, padded = len(models), steps * batch_size
+        from ..data import pixel_values
+
+        def pixels(values):   # uint8 -> the float32 images numpy's scale() makes, bit for bit
+            return tf.gather(tf.constant(pixel_values()), tf.cast(values, tf.int32))
 
         @tf.function(jit_compile=True)
         def order(seeds, epoch):
@@ -238,7 +332,7 @@ class _TensorFlowProgram:
                     rows, real = idx[i], mask[i]
                     # One gather for every run's batch, as on JAX.
                     flat = tf.reshape(rows, [-1])
-                    xb_all = tf.reshape(tf.gather(xs, flat), tf.concat([[K, batch_size], tf.shape(xs)[1:]], 0))
+                    xb_all = tf.reshape(pixels(tf.gather(xs, flat)), tf.concat([[K, batch_size], tf.shape(xs)[1:]], 0))
                     yb_all = tf.reshape(tf.gather(ys, flat), (K, batch_size))
                     count = tf.reduce_sum(real)
                     losses, corrects = [], []
@@ -262,8 +356,9 @@ class _TensorFlowProgram:
         @tf.function(jit_compile=True)
         def evaluate(xv, yv):
             out = []
+            images = pixels(xv)
             for model in models:
-                yp = model(xv, training=False)
+                yp = model(images, training=False)
                 loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yv, yp))
                 hit = tf.cast(tf.argmax(yp, -1, output_type=yv.dtype) == yv, tf.float32)
                 out.append(tf.stack([loss, tf.reduce_sum(hit)]))
@@ -316,9 +411,10 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
     tracker, reports its events and checkpoints it. A stop request is seen between segments; the
     part-epoch it cuts is dropped. Returns each run's state after its last and after its best
     recorded epoch, and whether a stop cut the loop short."""
-    XS, YS = program.data(split.x_train, split.y_train)
+    # uint8 pixels on the device, scaled inside the programs: a quarter of the memory of floats
+    XS, YS = program.data(split.pixels_train, split.y_train)
     n_val = len(split.y_val)
-    chunks = [program.data(split.x_val[a:b], split.y_val[a:b]) for a, b in _val_chunks(n_val, configs)]
+    chunks = [program.data(split.pixels_val[a:b], split.y_val[a:b]) for a, b in _val_chunks(n_val, configs)]
     seeds = [c.seed for c in configs]
     # A resumed run's state is its last and its best so far (its checkpoint is its best epoch's
     # when it stops early: see training.Checkpointer).
