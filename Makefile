@@ -28,11 +28,12 @@ docs: setup
 setup: $(STAMP) data
 
 # The virtual environment with the package, the JAX extra (so both backends are tested), TensorBoard
-# (its writer for --tensorboard; its server for a test) and test tools.
+# (its writer for --tensorboard; its server for a test), Ray (so the Ray executor is tested on a real
+# local cluster) and test tools.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[jax,dev,tensorboard]'
+	$(BIN)/python -m pip install --quiet -e '.[jax,dev,tensorboard,ray]'
 	touch $(STAMP)
 
 # The data: nothing to do when fmnist finds and verifies the files; else Debian's package where

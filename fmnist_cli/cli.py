@@ -584,6 +584,10 @@ def compare(
     limit: Limit = None, early_stopping: EarlyStopping = None, monitor: Monitor = "val_loss",
     backend: Backend = None, engine: Engine = "auto",
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Train up to N units (groups of runs) at once, in separate processes. Default: $FMNIST_JOBS, else one per CPU core; units are fixed before dispatch, so the numbers never depend on N.", show_default=False)] = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where units train: local (this machine) or ray (a Ray cluster; pip install 'fmnist-cli[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster's HOST:PORT (default $RAY_ADDRESS; neither: a local Ray instance).")] = None,
+    cpus_per_unit: Annotated[float, typer.Option("--cpus-per-unit", help="With --executor ray: CPUs Ray reserves for each unit.")] = 1.0,
+    gpus_per_unit: Annotated[float, typer.Option("--gpus-per-unit", help="With --executor ray: GPUs Ray reserves for each unit.")] = 0.0,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write learning curves to this PNG file.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish comparison ID (or 'latest'): train only its missing runs.")] = None,
@@ -609,6 +613,8 @@ def compare(
 
       fmnist compare sgd rmsprop adam --repeats 3 --tensorboard tb   # HParams: a row per optimizer
 
+      fmnist compare sgd adam --repeats 5 --executor ray --address head-node:6379
+
       fmnist compare --show latest
     """
     from . import compare as cmp
@@ -628,7 +634,7 @@ def compare(
     elif resume is not None:
         refuse_options(ctx, "--resume", "a comparison resumes with the settings it was started with",
                        allowed=("resume", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir",
-                                "tensorboard"))
+                                "tensorboard", "executor", "address", "cpus_per_unit", "gpus_per_unit"))
     store = RunStore.at(runs_dir)
     root = store.root
     console = _consoles(json_out)
@@ -650,6 +656,7 @@ def compare(
         raise UsageError("--jobs (or $FMNIST_JOBS) must be from 1 to 64.")
     if jobs is None:
         jobs = cpu_cores()
+    runner = _executor(ctx, executor, address, cpus_per_unit, gpus_per_unit, jobs)
     if repeats < 1 or repeats > 100:
         raise UsageError("--repeats must be from 1 to 100.")
     outputs = [(option, path) for option, path in (("--plot", plot), ("--csv", csv_path)) if path is not None]
@@ -686,7 +693,11 @@ def compare(
         data_mod.load(data_dir)
         if resume is not None:
             cmp.check_resumable(store, record)   # busy: say so before any output
-        else:
+        if runner is not None:
+            if not quiet:
+                say(report.err, f"Connecting to {runner.where()}...")
+            runner.connect()   # an unreachable cluster fails here, before a comparison record exists
+        if resume is None:
             record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])
         live = _tensorboard_live(store, logdir, record)
         labels = record.labels
@@ -696,9 +707,10 @@ def compare(
         if not quiet:
             say(report.err, f"Comparison {record.id}: {len(labels)} variant(s) x {record.repeats} seed(s).")
         with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet,
-                                                      monitor=cmp.monitor_of(record)) as display:
+                                                      monitor=cmp.monitor_of(record)) as display, \
+                runner or contextlib.nullcontext():
             on_event = live.wrap(display.on_event) if live else display.on_event
-            record = cmp.execute(store, record, data_dir, jobs, on_event, stop)
+            record = cmp.execute(store, record, data_dir, jobs, on_event, stop, executor=runner)
         if live:
             live.finish(record)
         if stop():
@@ -727,6 +739,29 @@ def compare(
     tb_failed = show is None and _tensorboard_said(live, console, json_out)
     if status or any(problems.values()) or tb_failed:
         raise typer.Exit(status or 1)
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """The options given on the command line or by environment, not left at their defaults."""
+    return {p.name for p in ctx.command.params
+            if (source := ctx.get_parameter_source(p.name)) is not None and source.name != "DEFAULT"}
+
+
+def _executor(ctx: typer.Context, name: str, address, cpus_per_unit: float, gpus_per_unit: float, jobs: int):
+    """None for the local executor (compare.execute's own); a RayExecutor for --executor ray, with
+    --jobs, where given, as the most workers at once."""
+    name = name.strip().lower()
+    if name not in ("local", "ray"):
+        raise UsageError(f"Unknown executor {name!r}: choose local or ray.")
+    given = _given(ctx)
+    if name == "local":
+        for p in ("address", "cpus_per_unit", "gpus_per_unit"):
+            if p in given:
+                raise UsageError(f"--{p.replace('_', '-')} applies to --executor ray only.")
+        return None
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(address, cpus_per_unit, gpus_per_unit, max_workers=jobs if "jobs" in given else None)
 
 
 def _tensorboard_dir(path: Path | None) -> Path | None:
@@ -765,8 +800,7 @@ def _refuse_replaced(ctx: typer.Context, named: list[str], axes: dict) -> None:
     """Options that a compared setting replaces would be ignored: --activation beside
     --vary activation=..., --optimizer beside optimizers named as arguments, --momentum when no
     compared optimizer is of the SGD family."""
-    given = {p.name for p in ctx.command.params
-             if (source := ctx.get_parameter_source(p.name)) is not None and source.name != "DEFAULT"}
+    given = _given(ctx)
     varied = {**axes, **({"optimizer": [parse_optimizer(o) for o in named]} if named else {})}
     for axis in varied:
         if axis in given:

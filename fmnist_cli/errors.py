@@ -41,3 +41,9 @@ class StorageError(FmnistError):
     """The runs directory cannot be written (permissions, disk full) or a run file is unreadable."""
 
     exit_code = 1
+
+
+class ClusterError(FmnistError):
+    """The Ray cluster cannot be reached, refuses this client, or lost a worker."""
+
+    exit_code = 1

@@ -472,11 +472,11 @@ class RunStore:
         return []
 
     def _clean_root(self) -> None:
-        """Stale temporary files and the remains of removals that were themselves interrupted."""
+        """Stale temporary files, and the remains of removals and of received runs that were interrupted."""
         for folder in (self.root, self.comparisons_dir):
             with contextlib.suppress(OSError):
                 for p in folder.iterdir():
-                    if p.name.startswith(".trash-") and _stale(p):
+                    if p.name.startswith((".trash-", ".incoming-")) and _stale(p):
                         shutil.rmtree(p, ignore_errors=True)
                     elif _is_leftover(p.name) and _stale(p):
                         p.unlink()
@@ -535,6 +535,36 @@ class RunStore:
         except OSError as err:
             raise storage_error(err, run_dir) from None
         shutil.rmtree(trash, ignore_errors=True)
+
+    # --- runs trained elsewhere (a Ray worker without this folder) ---------------------------------
+
+    @staticmethod
+    def pack_run(run_dir: Path) -> dict[str, bytes]:
+        """A finished run's files as bytes, to send to the machine that keeps the runs."""
+        return {p.name: p.read_bytes() for p in sorted(Path(run_dir).iterdir())
+                if p.name in RUN_FILES and p.name != ".lock" and p.is_file()}
+
+    def receive_run(self, run_id: str, files: dict[str, bytes]) -> Path:
+        """Put a packed run into this folder, whole or not at all: written into a hidden folder, then
+        renamed into place, so no reader (nor a crash) ever sees part of it."""
+        if not RUN_ID_RE.match(run_id) or set(files) - RUN_FILES:
+            raise StorageError(f"Refused a run sent back as {run_id!r}: not a run id, or files fmnist does not write.")
+        target = self.root / run_id
+        staging = self.root / f".incoming-{run_id}-{secrets.token_hex(3)}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging.mkdir()
+            for name, data in files.items():
+                with open(staging / name, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.rename(staging, target)   # fails when the id is taken: a run is never overwritten
+        except OSError as err:
+            raise storage_error(err, target) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     # --- comparisons ------------------------------------------------------------------------------
 

@@ -132,9 +132,10 @@ def group_key(config: RunConfig) -> tuple:
 
 
 def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=None,
-                should_stop=None, resume: list[Path] | None = None) -> list[RunResult]:
+                should_stop=None, resume: list[Path] | None = None, dataset=None) -> list[RunResult]:
     """Train runs that share a group_key in one engine call; one result per config. `resume`: the
-    run folders of interrupted or crashed runs to continue (their configs are `configs`)."""
+    run folders of interrupted or crashed runs to continue (their configs are `configs`). `dataset`:
+    the arrays already loaded (a Ray worker gets them from the driver, with no copy of the files)."""
     from . import backend
 
     on_event = on_event or (lambda event: None)
@@ -143,7 +144,7 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     store = RunStore(root)
     first = configs[0]
     backend.configure(first.backend)
-    dataset = data.load(data_dir)
+    dataset = dataset if dataset is not None else data.load(data_dir)
     split = data.make_split(dataset, first.val_size, first.split_seed, first.limit)
     if should_stop():   # Ctrl-C while loading: no run exists yet, so there is nothing to keep
         raise KeyboardInterrupt
