@@ -641,7 +641,8 @@ def compare(
         else:
             report.comparison_list(items, console)
         return
-    if jobs is None and os.environ.get("FMNIST_JOBS", "").strip():
+    # --show trains nothing: a $FMNIST_JOBS meant for training must not stop it
+    if show is None and jobs is None and os.environ.get("FMNIST_JOBS", "").strip():
         try:
             jobs = int(os.environ["FMNIST_JOBS"])
         except ValueError:
@@ -649,7 +650,7 @@ def compare(
     if jobs is not None and (jobs < 1 or jobs > 64):
         raise UsageError("--jobs (or $FMNIST_JOBS) must be from 1 to 64.")
     if jobs is None:
-        jobs = cpu_cores()
+        jobs = min(cpu_cores(), 64)   # the most --jobs accepts, on a machine with more cores too
     if repeats < 1 or repeats > 100:
         raise UsageError("--repeats must be from 1 to 100.")
     outputs = [(option, path) for option, path in (("--plot", plot), ("--csv", csv_path)) if path is not None]
