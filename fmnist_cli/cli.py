@@ -324,11 +324,10 @@ def train(
     else:
         with soft_wrapped(console):
             report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
-    if _tensorboard_said(live, console, json_out):
-        raise typer.Exit(1)
-    if result.status == Status.INTERRUPTED:
+    tb_failed = _tensorboard_said(live, console, json_out)
+    if result.status == Status.INTERRUPTED:   # 130 still: a failed log must not hide the interruption
         raise typer.Exit(130)
-    if result.status == Status.DIVERGED:
+    if result.status == Status.DIVERGED or tb_failed:
         raise typer.Exit(1)
 
 
