@@ -324,11 +324,10 @@ def train(
     else:
         with soft_wrapped(console):
             report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
-    if _tensorboard_said(live, console, json_out):
-        raise typer.Exit(1)
-    if result.status == Status.INTERRUPTED:
+    tb_failed = _tensorboard_said(live, console, json_out)
+    if result.status == Status.INTERRUPTED:   # 130 still: a failed log must not hide the interruption
         raise typer.Exit(130)
-    if result.status == Status.DIVERGED:
+    if result.status == Status.DIVERGED or tb_failed:
         raise typer.Exit(1)
 
 
@@ -647,7 +646,8 @@ def compare(
         else:
             report.comparison_list(items, console)
         return
-    if jobs is None and os.environ.get("FMNIST_JOBS", "").strip():
+    # --show trains nothing: a $FMNIST_JOBS meant for training must not stop it
+    if show is None and jobs is None and os.environ.get("FMNIST_JOBS", "").strip():
         try:
             jobs = int(os.environ["FMNIST_JOBS"])
         except ValueError:
@@ -655,7 +655,7 @@ def compare(
     if jobs is not None and (jobs < 1 or jobs > 64):
         raise UsageError("--jobs (or $FMNIST_JOBS) must be from 1 to 64.")
     if jobs is None:
-        jobs = cpu_cores()
+        jobs = min(cpu_cores(), 64)   # the most --jobs accepts, on a machine with more cores too
     runner = _executor(ctx, executor, address, cpus_per_unit, gpus_per_unit, jobs)
     if repeats < 1 or repeats > 100:
         raise UsageError("--repeats must be from 1 to 100.")

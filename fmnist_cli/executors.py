@@ -121,6 +121,9 @@ def _child_init(parent_pid: int, death_signal: int) -> None:
     """In the manager and every worker: ignore the group's Ctrl-C (the parent decides), and die with
     the parent. On Linux the kernel sends `death_signal` when the parent exits (PR_SET_PDEATHSIG); a
     thread polling the parent's pid backs that up everywhere else."""
+    # Several workers may share one GPU: JAX would let each take 75% of its memory up front, and the
+    # second would fail. Allocating as needed lets them share it (a setting the user made stays).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes

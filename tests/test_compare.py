@@ -241,3 +241,26 @@ def test_resume_of_a_finished_comparison_with_jobs_trains_nothing(runs_dir, fake
     compare_json("sgd", *SMALL)
     result = invoke("compare", "--resume", "latest", "--jobs", "2", "--json")
     assert result.exit_code == 0, result.output
+
+
+def test_show_is_not_stopped_by_a_bad_jobs_setting(monkeypatch, fake_engine):
+    compare_json("sgd", *SMALL)
+    monkeypatch.setenv("FMNIST_JOBS", "0")   # meant for training; --show trains nothing
+    result = invoke("compare", "--show", "latest")
+    assert result.exit_code == 0, result.output
+
+
+def test_default_jobs_stay_within_the_accepted_range(monkeypatch, fake_engine):
+    """One process per core, but never more than --jobs accepts (64), however many cores."""
+    from fmnist_cli import cli
+
+    seen = []
+    real = cmp.execute
+    monkeypatch.setattr(cmp, "execute", lambda store, record, data_dir, jobs, *a, **k:
+                        seen.append(jobs) or real(store, record, data_dir, 1, *a, **k))
+    monkeypatch.delenv("FMNIST_JOBS")
+    monkeypatch.setattr(cli, "cpu_cores", lambda: 256)
+    compare_json("sgd", *SMALL)
+    monkeypatch.setattr(cli, "cpu_cores", lambda: 3)
+    compare_json("sgd", *SMALL)
+    assert seen == [64, 3]

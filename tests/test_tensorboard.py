@@ -264,6 +264,17 @@ def test_a_log_that_fails_midway_costs_no_run(tmp_path, runs_dir, fake_engine, m
     assert "completed" in read_json(next(runs_dir.iterdir()) / "run.json")["status"], message
 
 
+
+def test_an_interrupted_run_exits_130_though_its_log_failed(tmp_path, runs_dir, fake_engine, monkeypatch):
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tb.EventFile, "__init__", full)
+    fake_engine.stop_after = 1   # a Ctrl-C after the first epoch
+    result = invoke("train", "--epochs", "3", "--tensorboard", tmp_path / "tb")
+    assert result.exit_code == 130, result.output
+    assert "Cannot write TensorBoard logs" in result.output
+
 # --- real training, real TensorBoard --------------------------------------------------------------
 
 def test_real_runs_on_both_backends(tmp_path, runs_dir):
