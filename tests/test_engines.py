@@ -166,7 +166,8 @@ VMAP_SCRIPT = textwrap.dedent("""
     specs = [("adam", 1), ("adam", 2), ("adam", 3), ("sgd:lr=0.05", 4), ("sgd:lr=0.2", 5), ("rmsprop", 6)]
     cfgs = [RunConfig(backend="jax", limit=600, epochs=2, dropout=0.2, optimizer=parse_optimizer(o), seed=s).validate()
             for o, s in specs]
-    out = {"families": fused.families(cfgs, 2)}
+    os.environ.pop("FMNIST_VMAP_MIN", None)
+    out = {"families": fused.families(cfgs, 2), "cpu_default": fused.vmap_min()}
     for tag, setting in (("vmapped", "2"), ("unrolled", "0")):
         os.environ["FMNIST_VMAP_MIN"] = setting
         outcomes = fused.train(cfgs, split, lambda e: None, lambda: False)
@@ -185,6 +186,7 @@ def test_vmapped_families_give_the_unrolled_numbers(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["families"] == [[0, 1, 2], [3, 4], [5]]
+    assert out["cpu_default"] >= 10**9   # off on the CPU by default: runs keep their alone numbers
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):   # bit for bit, whatever the company
         assert out["alone"][metric] == out["unrolled"][5]["history"][metric], metric
     for vm, un in zip(out["vmapped"], out["unrolled"]):

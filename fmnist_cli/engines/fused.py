@@ -194,23 +194,30 @@ class _JaxProgram:
         return tuple([a[j] for a in part] for part in self.carry[f])
 
 
-# The smallest family stepped as one vmapped computation. On a GPU the batched step costs about
-# what one run's does. On the CPU (2 cores) it pays too, mostly in compiling: the unrolled program
-# holds K copies of the step. `compare sgd rmsprop adam --repeats 3 --backend jax`, cold cache, on a
-# busy machine: first epoch 14-19 s vmapped against 33-37 s unrolled, later epochs 2.5-3.6 s against
-# 3.1-5.8 s, whole command 30-40 s against 54-63 s. (On a quiet machine, XLA running the unrolled
-# copies' ops side by side on its threads can make a later epoch up to 20% faster unrolled.)
-VMAP_MIN = 2
+# The smallest family stepped as one vmapped computation, by device. On a GPU the batched step costs
+# about what one run's does: the point of the design. On the CPU vmapping is off by default, for
+# reproducibility: a batched matrix product may sum in another order, and 7,500 steps grow that
+# last-bit difference into the seed-to-seed spread (compare's rmsprop, 3 seeds, 5 epochs: val
+# accuracy 0.8790 unrolled, 0.8746 vmapped), so a run would no longer give the numbers it gives
+# alone. Unrolled, it does, bit for bit. What vmapping buys on the CPU is compile time: `compare sgd
+# rmsprop adam --repeats 3 --backend jax`, cold cache, took 30-40 s vmapped against 54-63 s unrolled
+# (later epochs: 2.5-3.6 s against 3.1-5.8 s, on a busy machine). FMNIST_VMAP_MIN=2 opts in.
+VMAP_MIN = {"cpu": 0}
+DEFAULT_VMAP_MIN = 2
 
 
 def vmap_min() -> int:
-    """$FMNIST_VMAP_MIN overrides the measured default (0: never vmap)."""
+    """$FMNIST_VMAP_MIN overrides the default of the device (0: never vmap)."""
     import os
+
+    import jax
 
     value = os.environ.get("FMNIST_VMAP_MIN")
     if value is not None and value.strip().isdigit():
-        return int(value) or 10**9
-    return VMAP_MIN
+        minimum = int(value)
+    else:
+        minimum = VMAP_MIN.get(jax.default_backend(), DEFAULT_VMAP_MIN)
+    return minimum or 10**9
 
 
 def family_key(config) -> tuple:
