@@ -3,6 +3,7 @@ before any `import keras` and refuses to switch afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -136,23 +137,34 @@ def _keep_tensorflow_out() -> None:
         pass  # a newer Keras: we only lose the 3 s
 
 
-def _import_tensorflow_quietly() -> None:
-    """TensorFlow's C++ start-up notes (oneDNN, absl) ignore TF_CPP_MIN_LOG_LEVEL; they would bury
-    our one-line messages, so stderr's file descriptor is pointed at /dev/null while it loads."""
-    if debug():
+@contextlib.contextmanager
+def stderr_silenced(silence: bool = True):
+    """Point stderr's file descriptor at /dev/null meanwhile: C++ libraries (TensorFlow's start-up
+    notes, Ray's retry logs) write to it directly, past Python's sys.stderr and its log levels."""
+    if not silence:
+        yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            except Exception:
-                pass  # the real import, later, raises with stderr restored
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up notes (oneDNN, absl) ignore TF_CPP_MIN_LOG_LEVEL; they would bury
+    our one-line messages, so they go to /dev/null while it loads."""
+    if debug():
+        return
+    with stderr_silenced():
+        try:
+            import tensorflow  # noqa: F401
+        except Exception:
+            pass  # the real import, later, raises with stderr restored
 
 
 def _configure_jax() -> None:

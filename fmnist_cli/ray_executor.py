@@ -125,7 +125,9 @@ class RayExecutor:
         _errors_off_stdout(backend.debug())
         handlers = _signal_handlers()   # ray.init installs its own; Ctrl-C and SIGTERM stay ours
         try:
-            with _quiet_stderr(not backend.debug()):
+            # Ray's C++ core logs to the descriptor itself, once a second while it retries a cluster
+            # that refuses it: that would bury the one sentence that says why. Shown with --debug.
+            with backend.stderr_silenced(not backend.debug()):
                 if self.address:
                     ray.init(address=self.address, **options)
                 else:   # "local": a new instance even where another runs on this machine
@@ -518,24 +520,6 @@ def _errors_off_stdout(debug: bool) -> None:
             original({**data, "is_err": True}, *args, **kwargs)
 
     worker.print_to_stdstream = to_stderr
-
-
-@contextlib.contextmanager
-def _quiet_stderr(quiet: bool):
-    """Ray's C++ core logs to the file descriptor itself, once a second while it retries a cluster
-    that refuses it: that would bury the one sentence that says why. Shown with --debug."""
-    if not quiet:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _capital(text: str) -> str:
