@@ -583,7 +583,7 @@ def compare(
     limit: Limit = None, early_stopping: EarlyStopping = None, monitor: Monitor = "val_loss",
     backend: Backend = None, engine: Engine = "auto",
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Train up to N units (groups of runs) at once, in separate processes. Default: $FMNIST_JOBS, else one per CPU core; units are fixed before dispatch, so the numbers never depend on N.", show_default=False)] = None,
-    executor: Annotated[str, typer.Option("--executor", help="Where units train: local (this machine) or ray (a Ray cluster; pip install 'fmnist-cli[ray]').")] = "local",
+    executor: Annotated[str, typer.Option("--executor", help="Where units train: local (this machine) or ray (a Ray cluster; pip install 'fmnist-cli\\[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster's HOST:PORT (default $RAY_ADDRESS; neither: a local Ray instance).")] = None,
     cpus_per_unit: Annotated[float, typer.Option("--cpus-per-unit", help="With --executor ray: CPUs Ray reserves for each unit.")] = 1.0,
     gpus_per_unit: Annotated[float, typer.Option("--gpus-per-unit", help="With --executor ray: GPUs Ray reserves for each unit.")] = 0.0,

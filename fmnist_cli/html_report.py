@@ -359,7 +359,7 @@ def comparison_page(store: RunStore, cid: str) -> str:
     if summary.best_variant:
         body += f' <span class="star">★</span> best: <b>{esc(summary.best_variant)}</b> (highest mean best val accuracy).'
     body += "</p>"
-    incomplete = [v for v in summary.variants if v.n < v.of]
+    incomplete = summary.incomplete   # the terminal table's rule: a diverged seed is a result, not a gap
     if incomplete:
         body += (f"<p class=warn>Incomplete: {esc(', '.join(f'{v.label} ({v.n} of {v.of})' for v in incomplete))}. "
                  f"<code>fmnist compare --resume {esc(cid)}</code> fills the gaps.</p>")

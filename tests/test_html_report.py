@@ -360,3 +360,11 @@ def test_headless_chromium_renders_the_report(comparison, tmp_path):
     for v in comparison["variants"]:
         assert f">{v['label']}<" in dom or f"> {v['label']}<" in dom, v["label"]
     assert "★" in dom and "rows are the true class" in dom
+
+
+def test_a_variant_diverged_in_its_first_epoch_is_a_result_not_a_gap(runs_dir, fake_engine, tmp_path):
+    """As in the terminal table: a seed that diverged is not missing, so no `--resume` advice."""
+    assert invoke("compare", "sgd:lr=5000", "adam", "--epochs", "2").exit_code == 0
+    result, page = report("latest", "--html", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    assert "diverged" in page.text and "Incomplete" not in page.text and "--resume" not in page.text
