@@ -876,20 +876,9 @@ def write_output(write, path: Path, option: str) -> str | None:
 
 
 def _atomic_plot(summary_data, path: Path) -> None:
-    import os as _os
-    import tempfile
+    from . import figures
 
-    from . import backend, report
-
-    backend.shelter_home()   # matplotlib writes its settings under the home folder
-    fd, tmp = tempfile.mkstemp(dir=path.expanduser().parent, suffix=".png")
-    _os.close(fd)
-    try:
-        report.plot_comparison(summary_data, tmp)
-        _os.replace(tmp, path.expanduser())
-    finally:
-        if _os.path.exists(tmp):
-            _os.unlink(tmp)
+    figures.save_png(figures.comparison_figure(summary_data), path)
 
 
 @command()

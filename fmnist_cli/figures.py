@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import secrets
 from pathlib import Path
 
 
@@ -39,6 +38,43 @@ def confusion_figure(classes: list[str], matrix: list[list[int]], title: str):
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
         label.set_rotation_mode("anchor")
+    fig.tight_layout()
+    return fig
+
+
+def comparison_figure(summary):
+    """Train and validation loss and accuracy per epoch for every variant of a comparison (a
+    ComparisonSummary), with a band of ± one std where there are repeats: `compare --plot` saves it,
+    the HTML report inlines it."""
+    from .records import Status
+
+    plt = _pyplot()
+    import numpy as np
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    panels = [("loss", "train loss"), ("val_loss", "validation loss"),
+              ("accuracy", "train accuracy"), ("val_accuracy", "validation accuracy")]
+    for ax, (metric, title) in zip(axes.flat, panels):
+        for i, v in enumerate(summary.variants):
+            pe = v.aggregate["per_epoch"][metric]
+            if not pe["mean"]:
+                continue
+            epochs = np.arange(1, len(pe["mean"]) + 1)
+            mean = np.array([np.nan if m is None else m for m in pe["mean"]], dtype=float)
+            color = f"C{i % 10}"
+            partial = f", {v.n} of {v.of} seeds" if v.n < v.of else ""
+            ax.plot(epochs, mean, marker="o", markersize=3, color=color,
+                    label=v.label + ("" if v.status == Status.COMPLETED else f" ({v.status}{partial})"))
+            if any(s is not None for s in pe["std"]):
+                std = np.array([0.0 if s is None else s for s in pe["std"]], dtype=float)
+                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0, 0].legend(fontsize=8)
+    n = summary.repeats
+    fig.suptitle(f"fmnist compare {summary.comparison_id}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""))
     fig.tight_layout()
     return fig
 
@@ -82,22 +118,13 @@ def svg(fig) -> str:
 
 
 def save_png(fig, path: str | os.PathLike) -> None:
-    """Write the figure to a PNG file through a temporary file: the target is whole or untouched.
-    Not mkstemp, whose files are 0600: the umask decides, as for any file the user writes."""
-    plt = _pyplot()
+    """Write the figure to a PNG file, whole or not at all (the store's atomic writer)."""
+    from .store import atomic_write_bytes
 
-    target = Path(path).expanduser()
+    plt = _pyplot()
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", dpi=100)
     finally:
         plt.close(fig)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(Path(path).expanduser(), buf.getvalue(), durable=False)

@@ -308,7 +308,7 @@ def run_evaluations(run_id: str, evaluations: dict) -> str:
 
 def comparison_page(store: RunStore, cid: str) -> str:
     from . import compare as cmp
-    from . import figures, report
+    from . import figures
     from .config import RunConfig, monitor_phrase
 
     record = store.load_comparison(cid)
@@ -365,7 +365,7 @@ def comparison_page(store: RunStore, cid: str) -> str:
                  f"<code>fmnist compare --resume {esc(cid)}</code> fills the gaps.</p>")
     sections = [("comparison", "Comparison", body)]
 
-    curves = figure(figures.svg(report.comparison_figure(summary)),
+    curves = figure(figures.svg(figures.comparison_figure(summary)),
                     "Train and validation loss and accuracy per epoch" +
                     (", mean over seeds with a band of ± one standard deviation." if n > 1 else "."))
     sections.append(("curves", "Learning curves", curves))

@@ -52,6 +52,10 @@ def storage_error(err: OSError, path: Path) -> StorageError:
 
 
 def atomic_write_text(path: Path, text: str, *, exclusive: bool = False, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive, durable=durable)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, exclusive: bool = False, durable: bool = True) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target: readers see
     the old file or the new one, never a part. `exclusive`: link instead of rename, so an existing
     target is never replaced (FileExistsError), which makes claiming a new id and writing it one step.
@@ -64,8 +68,8 @@ def atomic_write_text(path: Path, text: str, *, exclusive: bool = False, durable
         name = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         tmp = name   # ours to remove from here on
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
