@@ -96,13 +96,53 @@ def configure(name: str | None = None) -> str:
     shelter_home()
     os.environ["KERAS_BACKEND"] = name
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if name == "jax":
-        _configure_jax()
-        _keep_tensorflow_out()
-    else:
-        _configure_tensorflow_xla_cache()
-        _import_tensorflow_quietly()
+    with _importing():
+        if name == "jax":
+            _configure_jax()
+            _keep_tensorflow_out()
+        else:
+            _configure_tensorflow_xla_cache()
+            _import_tensorflow_quietly()
+        import keras  # noqa: F401   every caller needs it next; loaded here, under the same guard
     return name
+
+
+_IMPORTING = False     # inside _importing(): TensorFlow, JAX or Keras is loading
+_REAL_STDERR = None    # stderr's own descriptor while stderr_silenced() points it at /dev/null
+
+
+@contextlib.contextmanager
+def _importing():
+    """Ctrl-C while TensorFlow, JAX or Keras load leaves at once (exit 130, "Interrupted."). A
+    KeyboardInterrupt raised inside TensorFlow's half-initialised C++ modules crashed the interpreter
+    (SIGSEGV, no message: about 1 start-up in 8 interrupted at 1.5 s), and nothing exists yet that a
+    graceful stop would save. Python's own handler is replaced meanwhile; a StopFlag's asks
+    leave_if_importing() itself, and an ignored SIGINT (worker processes) stays ignored."""
+    import signal
+    import threading
+
+    global _IMPORTING
+    own = (threading.current_thread() is threading.main_thread()
+           and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, lambda *_: leave_if_importing()) if own else None
+    _IMPORTING = True
+    try:
+        yield
+    finally:
+        _IMPORTING = False
+        if own:
+            signal.signal(signal.SIGINT, previous)
+
+
+def leave_if_importing() -> None:
+    """From a SIGINT handler: inside _importing(), say "Interrupted." and exit 130 now."""
+    if not _IMPORTING:
+        return
+    if _REAL_STDERR is not None:
+        os.dup2(_REAL_STDERR, 2)
+    from .entry import exit_interrupted
+
+    exit_interrupted()
 
 
 def compile_cache_on() -> bool:
@@ -144,14 +184,17 @@ def stderr_silenced(silence: bool = True):
     if not silence:
         yield
         return
+    global _REAL_STDERR
     sys.stderr.flush()
     saved = os.dup(2)
+    outer, _REAL_STDERR = _REAL_STDERR, saved
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
             yield
     finally:
         os.dup2(saved, 2)
+        _REAL_STDERR = outer
         os.close(saved)
 
 

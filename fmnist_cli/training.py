@@ -9,6 +9,7 @@ import functools
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -56,6 +57,9 @@ class StopFlag:
 
         def handler(signum, frame):
             if not self.armed:
+                from .backend import leave_if_importing
+
+                leave_if_importing()   # while TensorFlow or JAX load: exit 130 at once
                 # Recorded first: raised inside a garbage-collector callback (JAX has one) the
                 # KeyboardInterrupt is swallowed, and the check before any run is made must see it.
                 self.signal = signum
@@ -66,12 +70,20 @@ class StopFlag:
             self.signal = signum
             self.event.set()
 
+        def unraisable(info, previous=sys.unraisablehook):
+            # Swallowed in a garbage-collector callback, that KeyboardInterrupt would still print
+            # "Exception ignored in ... Traceback" on the way out; the flag has it already.
+            if not isinstance(info.exc_value, KeyboardInterrupt):
+                previous(info)
+
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
         try:
             yield self
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            sys.unraisablehook = old_hook
 
 
 class Checkpointer:

@@ -211,3 +211,21 @@ def test_families_group_what_can_share_a_vmapped_step():
     # momentum is SGD with other settings; a different architecture or dropout is another family
     assert families(configs, 2) == [[0, 2], [1, 4], [3], [5], [6]]
     assert families(configs, 3) == [[0], [2], [1], [4], [3], [5], [6]]
+
+
+def test_the_cpu_programs_keep_small_products_off_ynnpack():
+    """XLA's own product uses every core (YNNPACK's ran the book's on one: 0.42 -> 0.29 s an epoch).
+    Passed as a compile option where this jaxlib knows it; a choice made in $XLA_FLAGS wins."""
+    script = ("import json, jax; from fmnist_cli.engines.fused import jax_compiler_options as o; "
+              "print(json.dumps([jax.default_backend(), o()]))")
+    import os
+
+    def options(**env):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "JAX_PLATFORMS": "cpu", **env})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    platform, chosen = options()
+    assert platform == "cpu" and chosen in ({"xla_cpu_experimental_ynn_fusion_type": ""}, {})
+    assert options(XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=") == ["cpu", {}]

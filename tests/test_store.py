@@ -535,3 +535,28 @@ def test_an_early_ctrl_c_is_recorded_even_if_the_exception_is_swallowed():
         with pytest.raises(KeyboardInterrupt):
             handler(signal_mod.SIGINT, None)
     assert flag()   # so the check before any run is made still stops the command
+
+
+def test_a_ctrl_c_swallowed_by_a_garbage_collector_callback_prints_no_traceback(monkeypatch):
+    """JAX registers a gc callback: a KeyboardInterrupt raised inside it is "unraisable", and Python
+    would print "Exception ignored in ... Traceback"; the flag keeps it, so nothing is printed."""
+    import gc
+    import signal as signal_mod
+
+    from fmnist_cli.training import StopFlag
+
+    printed = []   # what Python's hook would print: "Exception ignored in ... Traceback"
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    flag = StopFlag()
+
+    def callback(phase, info):
+        if phase == "start":
+            signal_mod.getsignal(signal_mod.SIGINT)(signal_mod.SIGINT, None)
+
+    with flag.installed():
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+    assert flag() and printed == []
