@@ -178,11 +178,18 @@ class RayExecutor:
             raise UsageError(f"Cannot read the Ray address {self.address!r}: give it as HOST:PORT "
                              "(--address or $RAY_ADDRESS).")
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+            conn = socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS)
         except (OSError, ValueError, OverflowError) as err:
             why = getattr(err, "strerror", None) or str(err) or type(err).__name__
             raise ClusterError(f"Cannot reach the Ray cluster at {self.address} ({why.lower()}); check --address "
                                "(or $RAY_ADDRESS), and that `ray start --head` runs there.") from None
+        with conn:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):
+                answer = _speaks_grpc(conn)
+                if answer is not True:
+                    raise ClusterError(f"Something answers at {self.address}, but not as a Ray cluster ({answer}); "
+                                       "check --address (or $RAY_ADDRESS): it is the head node's port, "
+                                       "6379 unless `ray start --head --port` chose another.")
 
     def _connect_error(self, err: Exception) -> FmnistError:
         chain, e = [], err
@@ -520,6 +527,32 @@ def _errors_off_stdout(debug: bool) -> None:
             original({**data, "is_err": True}, *args, **kwargs)
 
     worker.print_to_stdstream = to_stderr
+
+
+# A gRPC server (Ray's GCS) answers the HTTP/2 client preface with a SETTINGS frame at once; anything
+# else (a web server, a database, a port that accepts and stays silent) would keep ray.init
+# retrying for minutes. Ray with TLS ($RAY_USE_TLS) expects a TLS handshake first, and is not probed.
+CONNECT_SECONDS = 5
+GRPC_ANSWER_SECONDS = 3
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])   # + empty SETTINGS
+
+
+def _speaks_grpc(conn: socket.socket) -> bool | str:
+    """True if the peer answers as an HTTP/2 (gRPC) server; else a few words on what it did."""
+    conn.settimeout(GRPC_ANSWER_SECONDS)
+    try:
+        conn.sendall(HTTP2_PREFACE)
+        header = b""
+        while len(header) < 9:
+            chunk = conn.recv(9 - len(header))
+            if not chunk:
+                return "it closed the connection"
+            header += chunk
+    except socket.timeout:
+        return f"no answer in {GRPC_ANSWER_SECONDS} s"
+    except OSError as err:
+        return (err.strerror or type(err).__name__).lower()
+    return True if header[3] == 4 else "it does not speak gRPC"
 
 
 def _capital(text: str) -> str:

@@ -5,6 +5,7 @@ killed worker, resume, and no Ray process left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -56,6 +57,37 @@ def test_an_address_where_nothing_answers_fails_in_a_second(runs_dir):
     result = invoke("compare", "sgd", "--executor", "ray", "--address", f"127.0.0.1:{free_port()}", "--quiet")
     assert_clean_error(result, 1, "Cannot reach the Ray cluster at 127.0.0.1:", "ray start --head")
     assert time.monotonic() - started < 10 and not (runs_dir / "comparisons").exists()
+
+
+@pytest.mark.parametrize("reply", [None, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"])
+def test_an_address_that_answers_but_not_as_ray_fails_in_seconds(reply, runs_dir):
+    """A silent listener, or a web server: ray.init would retry either for minutes."""
+    import threading
+
+    pytest.importorskip("ray")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    held = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            held.append(conn)
+            if reply:
+                conn.recv(1024)
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        started = time.monotonic()
+        result = invoke("compare", "sgd", "--executor", "ray", "--address", f"127.0.0.1:{port}", "--quiet")
+        assert_clean_error(result, 1, f"Something answers at 127.0.0.1:{port}, but not as a Ray cluster",
+                           "no answer in" if reply is None else "does not speak gRPC")
+        assert time.monotonic() - started < 10 and not (runs_dir / "comparisons").exists()
+    finally:
+        for conn in held:
+            conn.close()
+        server.close()
 
 
 def test_show_refuses_executor_options():
