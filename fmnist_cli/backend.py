@@ -96,7 +96,7 @@ def configure(name: str | None = None) -> str:
     shelter_home()
     os.environ["KERAS_BACKEND"] = name
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _importing(), _keras_without_extras():
+    with _importing(), _hidden(KERAS_EXTRAS + (TENSORFLOW_EXTRAS if name == "tensorflow" else ())):
         if name == "jax":
             _configure_jax()
             _keep_tensorflow_out()
@@ -107,16 +107,20 @@ def configure(name: str | None = None) -> str:
     return name
 
 
-# Keras imports scikit-learn (and with it SciPy) for its scikit-learn wrappers and matplotlib for its
-# image-gallery plots when it is itself imported, whether or not they are used: 0.9 s of every
-# command (0.55 s and 0.32 s here). fmnist uses neither through Keras, so they look absent to it;
-# Keras then defines those two features without them. fmnist's own imports, later, load them as usual.
+# Optional libraries that Keras and TensorFlow import when they are themselves imported, for features
+# fmnist never uses through them: they look absent meanwhile (each import is guarded: the library
+# then defines that feature without them), and fmnist's own imports, later, load them as usual.
+# - Keras: scikit-learn (and with it SciPy) for its scikit-learn wrappers, matplotlib for its image
+#   gallery: 0.55 and 0.32 s of every command here.
+# - TensorFlow: JAX, for TF Lite's JAX converter (0.4 s). (Not `requests`: one of TensorFlow's
+#   imports of it is unguarded.)
 KERAS_EXTRAS = ("sklearn", "matplotlib")
+TENSORFLOW_EXTRAS = ("jax",)
 
 
 @contextlib.contextmanager
-def _keras_without_extras():
-    hidden = [name for name in KERAS_EXTRAS if name not in sys.modules]
+def _hidden(modules):
+    hidden = [name for name in modules if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None   # `import name` raises ImportError, which Keras catches
     try:
