@@ -229,3 +229,29 @@ def test_the_cpu_programs_keep_small_products_off_ynnpack():
     platform, chosen = options()
     assert platform == "cpu" and chosen in ({"xla_cpu_experimental_ynn_fusion_type": ""}, {})
     assert options(XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=") == ["cpu", {}]
+
+
+PERMUTATION_SCRIPT = textwrap.dedent("""
+    import json, jax, numpy as np
+    from fmnist_cli.engines import fused
+    out = []
+    for n in (1000, 48000):
+        rounds = fused._shuffle_rounds(n)
+        for seed, epoch in [(42, 1), (42, 2), (7, 5)]:
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
+            expected = np.asarray(jax.random.permutation(key, n))
+            keys = []
+            for _ in range(rounds):
+                key, sub = jax.random.split(key)
+                keys.append(np.asarray(jax.random.bits(sub, (n,), np.uint32)))
+            out.append(bool(np.array_equal(fused._permutations(np.stack(keys)[None])[0], expected)))
+    print(json.dumps(out))
+""")
+
+
+def test_the_batch_order_is_jax_random_permutation():
+    """The engine draws jax.random.permutation's sort keys in XLA and sorts them in numpy: the same
+    batches as before, for every seed and epoch."""
+    proc = subprocess.run([sys.executable, "-c", PERMUTATION_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True] * 6

@@ -88,3 +88,20 @@ def test_compiled_programs_are_cached_between_processes(tmp_path):
                  env={**env, "XDG_CACHE_HOME": str(tmp_path / "off"), "FMNIST_COMPILE_CACHE": "0"})
     assert off.returncode == 0, off.stderr
     assert not (tmp_path / "off" / "fmnist" / "tf-xla").exists()
+
+
+@pytest.mark.parametrize("n", [1000, 48000])   # 48,000 float32 uniforms hold ties: a stable sort's case
+def test_the_batch_order_is_the_permutation_xla_sorts(n):
+    """The engine sorts XLA's uniforms in numpy: the very permutation XLA's own argsort gives."""
+    import tensorflow as tf
+
+    from fmnist_cli.engines.fused import _permutations
+
+    @tf.function(jit_compile=True)
+    def xla(seed, epoch):
+        values = tf.random.stateless_uniform((n,), seed=tf.stack([seed, epoch]))
+        return values, tf.argsort(values)
+
+    for seed, epoch in [(42, 1), (42, 2), (7, 5)]:
+        values, expected = xla(tf.constant(seed, tf.int64), tf.constant(epoch, tf.int64))
+        assert np.array_equal(_permutations(values.numpy()[None, None])[0], expected.numpy())

@@ -125,23 +125,26 @@ class _JaxProgram:
         # Carried per family: a lone run's (tv, ntv, ov), or a family's with a leading axis of members.
         self.carry = [states[m[0]] if len(m) == 1 else _stack([states[k] for k in m]) for m in self.families]
         order_of = np.argsort(np.concatenate(self.families))   # family order -> run order
-        padded = steps * batch_size
         fams = [(members, models[members[0]], optimizers[members[0]]) for members in self.families]
 
         jit = functools.partial(jax.jit, compiler_options=jax_compiler_options())
 
-        @jit
-        def order(seeds, epoch):
-            # Keys derived inside the program: done outside, each small op compiles on its own (0.5 s).
-            keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), epoch))(seeds)
-            perms = jax.vmap(lambda key: jax.random.permutation(key, n))(keys)          # (K, n)
-            perms = jnp.pad(perms, ((0, 0), (0, padded - n)))                           # pad rows: masked
-            idx = perms.reshape(K, steps, batch_size).transpose(1, 0, 2)                # (steps, K, bs)
-            mask = (jnp.arange(padded) < n).astype(jnp.float32).reshape(steps, batch_size)
-            return idx, mask
+        rounds = _shuffle_rounds(n)
 
-        # The data are arguments, not closed-over constants: constants would be baked into the
-        # program, bloating compile time and the persistent compilation cache.
+        @jit
+        def sort_keys(seeds, epoch):
+            # jax.random.permutation(fold_in(PRNGKey(seed), epoch), n) is `rounds` stable sorts by
+            # fresh random keys. The keys come from here; the sorts run in numpy (see _permutations),
+            # which gives the same permutation in half the time XLA's sort takes on the CPU.
+            def of(seed):
+                key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
+                out = []
+                for _ in range(rounds):
+                    key, subkey = jax.random.split(key)
+                    out.append(jax.random.bits(subkey, (n,), jnp.uint32))
+                return jnp.stack(out)
+            return jax.vmap(of)(seeds)                                               # (K, rounds, n)
+
         # The segment's first step is data and its length static: an epoch's equal segments share
         # one program (static bounds made one per segment: four traces and compiles for compare's 3).
         @functools.partial(jit, static_argnums=6)
@@ -166,7 +169,8 @@ class _JaxProgram:
                 out.append(score(tv, ntv)[None] if len(members) == 1 else jax.vmap(score)(tv, ntv))
             return jnp.concatenate(out)[order_of]
 
-        self._order, self._segment, self._means, self._evaluate = order, segment, means, evaluate
+        self._sort_keys, self._segment, self._means, self._evaluate = sort_keys, segment, means, evaluate
+        self.steps, self.batch_size = steps, batch_size
 
     def data(self, x, y):
         import jax.numpy as jnp
@@ -174,7 +178,11 @@ class _JaxProgram:
         return jnp.asarray(x), jnp.asarray(y)
 
     def order(self, seeds, epoch):
-        return self._order(np.asarray(seeds, dtype=np.uint32), np.int32(epoch))
+        import jax
+
+        keys = jax.device_get(self._sort_keys(np.asarray(seeds, dtype=np.uint32), np.int32(epoch)))
+        idx, mask = _batches(_permutations(keys), self.steps, self.batch_size)
+        return jax.device_put(idx), jax.device_put(mask)
 
     def segment(self, idx, mask, xs, ys, bounds):
         first, end = bounds
@@ -347,21 +355,18 @@ class _TensorFlowProgram:
         self.models, self.optimizers = models, optimizers
         for model, optimizer, state in zip(models, optimizers, states):
             _assign(model, optimizer, state)
-        K, padded = len(models), steps * batch_size
+        K = len(models)
         from ..data import pixel_values
 
         def pixels(values):   # uint8 -> the float32 images numpy's scale() makes, bit for bit
             return tf.gather(tf.constant(pixel_values()), tf.cast(values, tf.int32))
 
         @tf.function(jit_compile=True)
-        def order(seeds, epoch):
-            # StatelessShuffle has no XLA kernel; argsort of stateless uniforms is a permutation that does.
-            perms = tf.stack([tf.argsort(tf.random.stateless_uniform((n,), seed=tf.stack([seeds[k], epoch])))
-                              for k in range(K)])
-            perms = tf.pad(perms, [[0, 0], [0, padded - n]])                         # pad rows: masked
-            idx = tf.transpose(tf.reshape(perms, (K, steps, batch_size)), (1, 0, 2))   # (steps, K, bs)
-            mask = tf.reshape(tf.cast(tf.range(padded) < n, tf.float32), (steps, batch_size))
-            return idx, mask
+        def sort_keys(seeds, epoch):
+            # The batch order is the argsort of stateless uniforms (StatelessShuffle has no XLA kernel).
+            # The uniforms come from XLA (TensorFlow's own kernel draws other numbers); numpy's stable
+            # argsort of them is the permutation XLA's sort gives, in half its time.
+            return tf.stack([tf.random.stateless_uniform((n,), seed=tf.stack([seeds[k], epoch])) for k in range(K)])
 
         def make_segment(length):
             # One program per segment length, the first step an argument (see _JaxProgram)
@@ -404,7 +409,8 @@ class _TensorFlowProgram:
                 out.append(tf.stack([loss, tf.reduce_sum(hit)]))
             return tf.stack(out)
 
-        self._order, self._evaluate = order, evaluate
+        self._sort_keys, self._evaluate = sort_keys, evaluate
+        self.steps, self.batch_size = steps, batch_size
         self._segments = {}
         self._make_segment = make_segment
         self.n = n
@@ -417,7 +423,9 @@ class _TensorFlowProgram:
     def order(self, seeds, epoch):
         import tensorflow as tf
 
-        return self._order(tf.constant(np.asarray(seeds, dtype=np.int64)), tf.constant(epoch, tf.int64))
+        keys = self._sort_keys(tf.constant(np.asarray(seeds, dtype=np.int64)), tf.constant(epoch, tf.int64)).numpy()
+        idx, mask = _batches(_permutations(keys[:, None]), self.steps, self.batch_size)
+        return tf.constant(idx), tf.constant(mask)
 
     def segment(self, idx, mask, xs, ys, bounds):
         import tensorflow as tf
@@ -440,6 +448,34 @@ class _TensorFlowProgram:
         return ([v.numpy().copy() for v in model.trainable_variables],
                 [v.numpy().copy() for v in model.non_trainable_variables],
                 [v.numpy().copy() for v in optimizer.variables])
+
+
+def _shuffle_rounds(n: int) -> int:
+    """How many sorts jax.random.permutation makes of n items (jax.random's `_shuffle`)."""
+    return int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+
+
+def _permutations(keys: np.ndarray) -> np.ndarray:
+    """keys (K, rounds, n) -> each run's permutation of range(n): sorted stably by each round's keys
+    in turn, as lax.sort_key_val sorts (stable sorts give one answer, whatever sorts them)."""
+    out = np.empty(keys.shape[::2], dtype=np.int32)
+    for k, rounds in enumerate(keys):
+        perm = np.arange(keys.shape[2], dtype=np.int32)
+        for round_keys in rounds:
+            perm = perm[np.argsort(round_keys, kind="stable")]
+        out[k] = perm
+    return out
+
+
+def _batches(perms: np.ndarray, steps: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Permutations (K, n) -> the steps' row numbers (steps, K, batch_size), padded at the end, and
+    the mask of real rows (steps, batch_size): a last partial batch is masked, not dropped."""
+    K, n = perms.shape
+    padded = np.zeros((K, steps * batch_size), dtype=np.int32)
+    padded[:, :n] = perms
+    idx = np.ascontiguousarray(padded.reshape(K, steps, batch_size).transpose(1, 0, 2))
+    mask = (np.arange(steps * batch_size) < n).astype(np.float32).reshape(steps, batch_size)
+    return idx, mask
 
 
 def _val_chunks(n_val: int, configs) -> list[tuple[int, int]]:
