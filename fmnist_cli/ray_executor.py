@@ -29,6 +29,7 @@ import functools
 import importlib.util
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -204,7 +205,10 @@ class RayExecutor:
         if "Invalid address" in text:
             return UsageError(f"Cannot read the Ray address {self.address!r}: give it as HOST:PORT "
                               "(--address or $RAY_ADDRESS).")
-        detail = _first_line(str(chain[-1]) or type(chain[-1]).__name__)
+        # Ray's "Failed to connect to GCS. Last connection error: Traceback (most recent call last):"
+        # says what failed in its first sentence; the rest is the start of a traceback
+        detail = re.split(r"\.?\s*(?:Last connection error:|Traceback \(most recent call last\))",
+                          _first_line(str(chain[-1]) or type(chain[-1]).__name__))[0] or type(chain[-1]).__name__
         if self.address:
             return ClusterError(f"Cannot join the Ray cluster at {self.address} ({detail}); check --address "
                                 "(or $RAY_ADDRESS), and that `ray start --head` runs there.")

@@ -241,6 +241,9 @@ def test_resume_of_a_finished_comparison_with_jobs_trains_nothing(runs_dir, fake
     compare_json("sgd", *SMALL)
     result = invoke("compare", "--resume", "latest", "--jobs", "2", "--json")
     assert result.exit_code == 0, result.output
+    result = invoke("compare", "--resume", "latest")
+    assert result.exit_code == 0 and "Nothing to train: every run of the comparison has finished." in result.output
+    assert "Training 0 run(s)" not in result.output
 
 
 def test_show_is_not_stopped_by_a_bad_jobs_setting(monkeypatch, fake_engine):

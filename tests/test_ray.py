@@ -90,6 +90,16 @@ def test_an_address_that_answers_but_not_as_ray_fails_in_seconds(reply, runs_dir
         server.close()
 
 
+def test_a_failed_join_says_what_failed_without_ray_s_traceback():
+    pytest.importorskip("ray")
+    from fmnist_cli.ray_executor import RayExecutor
+
+    err = RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                       "  File \"x.py\", line 1, in <module>\nConnectionError: nothing")
+    message = str(RayExecutor(address="10.0.0.9:6379")._connect_error(err))
+    assert "(Failed to connect to GCS)" in message and "Traceback" not in message, message
+
+
 def test_show_refuses_executor_options():
     assert_clean_error(invoke("compare", "--show", "latest", "--executor", "ray"), 2, "--executor")
 
