@@ -264,8 +264,12 @@ def describe() -> dict:
     if info["backend"] == "jax":
         import jax
 
+        from .engines.fused import jax_compiler_options
+
         dev = jax.devices()[0]
         info.update(jax=jax.__version__, device=f"{dev.platform}:{getattr(dev, 'device_kind', dev.platform)}")
+        if jax_compiler_options():   # they change the last bits of some results: part of "same setup"
+            info["compile_options"] = " ".join(f"{k}={v}" for k, v in jax_compiler_options().items())
     else:
         import tensorflow as tf
 

@@ -233,9 +233,11 @@ def test_the_cpu_programs_keep_small_products_off_ynnpack():
 
 PERMUTATION_SCRIPT = textwrap.dedent("""
     import json, jax, numpy as np
+    from fmnist_cli import backend, data
+    backend.configure("jax")
     from fmnist_cli.engines import fused
     out = []
-    for n in (1000, 48000):
+    for n in (1, 1000, 48000):
         rounds = fused._shuffle_rounds(n)
         for seed, epoch in [(42, 1), (42, 2), (7, 5)]:
             key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
@@ -244,7 +246,19 @@ PERMUTATION_SCRIPT = textwrap.dedent("""
             for _ in range(rounds):
                 key, sub = jax.random.split(key)
                 keys.append(np.asarray(jax.random.bits(sub, (n,), np.uint32)))
-            out.append(bool(np.array_equal(fused._permutations(np.stack(keys)[None])[0], expected)))
+            keys = np.stack(keys) if keys else np.zeros((0, n), np.uint32)   # n = 1: no sort at all
+            out.append(bool(np.array_equal(fused._permutations(keys[None])[0], expected)))
+    # and the engine itself: the order a GPU computes on the device, the order the CPU sorts in numpy
+    from fmnist_cli.config import RunConfig
+    split = data.make_split(data.load(), limit=300)
+    cfgs = [RunConfig(backend="jax", limit=300, epochs=2, seed=s).validate() for s in (1, 2)]
+    def numbers(outcomes):
+        return [{k: v for k, v in o.history.items() if k != "seconds"} for o in outcomes]
+    cpu = numbers(fused.train(cfgs, split, lambda e: None, lambda: False))
+    jax.default_backend = lambda: "gpu"   # the device path, run on the CPU (unrolled, as on the CPU)
+    import os
+    os.environ["FMNIST_VMAP_MIN"] = "0"
+    out.append(cpu == numbers(fused.train(cfgs, split, lambda e: None, lambda: False)))
     print(json.dumps(out))
 """)
 
@@ -254,4 +268,4 @@ def test_the_batch_order_is_jax_random_permutation():
     batches as before, for every seed and epoch."""
     proc = subprocess.run([sys.executable, "-c", PERMUTATION_SCRIPT], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True] * 6
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True] * 10

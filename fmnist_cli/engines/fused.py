@@ -134,16 +134,26 @@ class _JaxProgram:
         @jit
         def sort_keys(seeds, epoch):
             # jax.random.permutation(fold_in(PRNGKey(seed), epoch), n) is `rounds` stable sorts by
-            # fresh random keys. The keys come from here; the sorts run in numpy (see _permutations),
-            # which gives the same permutation in half the time XLA's sort takes on the CPU.
+            # fresh random keys. On the CPU the keys come from here and the sorts run in numpy (see
+            # _permutations): the same permutation in half the time XLA's CPU sort takes.
             def of(seed):
                 key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
                 out = []
                 for _ in range(rounds):
                     key, subkey = jax.random.split(key)
                     out.append(jax.random.bits(subkey, (n,), jnp.uint32))
-                return jnp.stack(out)
+                return jnp.stack(out) if out else jnp.zeros((0, n), jnp.uint32)   # n = 1: no sort
             return jax.vmap(of)(seeds)                                               # (K, rounds, n)
+
+        @jit
+        def order(seeds, epoch):
+            # On a GPU the sorts stay on the device: copying the keys out would cost more than them.
+            keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), epoch))(seeds)
+            perms = jax.vmap(lambda key: jax.random.permutation(key, n))(keys)          # (K, n)
+            perms = jnp.pad(perms, ((0, 0), (0, steps * batch_size - n)))               # pad rows: masked
+            idx = perms.reshape(K, steps, batch_size).transpose(1, 0, 2)                # (steps, K, bs)
+            mask = (jnp.arange(steps * batch_size) < n).astype(jnp.float32).reshape(steps, batch_size)
+            return idx, mask
 
         # The segment's first step is data and its length static: an epoch's equal segments share
         # one program (static bounds made one per segment: four traces and compiles for compare's 3).
@@ -169,7 +179,8 @@ class _JaxProgram:
                 out.append(score(tv, ntv)[None] if len(members) == 1 else jax.vmap(score)(tv, ntv))
             return jnp.concatenate(out)[order_of]
 
-        self._sort_keys, self._segment, self._means, self._evaluate = sort_keys, segment, means, evaluate
+        self._sort_keys, self._order, self._segment = sort_keys, order, segment
+        self._means, self._evaluate = means, evaluate
         self.steps, self.batch_size = steps, batch_size
 
     def data(self, x, y):
@@ -180,7 +191,10 @@ class _JaxProgram:
     def order(self, seeds, epoch):
         import jax
 
-        keys = jax.device_get(self._sort_keys(np.asarray(seeds, dtype=np.uint32), np.int32(epoch)))
+        seeds, epoch = np.asarray(seeds, dtype=np.uint32), np.int32(epoch)
+        if jax.default_backend() != "cpu":
+            return self._order(seeds, epoch)
+        keys = jax.device_get(self._sort_keys(seeds, epoch))
         idx, mask = _batches(_permutations(keys), self.steps, self.batch_size)
         return jax.device_put(idx), jax.device_put(mask)
 
