@@ -174,6 +174,29 @@ def pending_slots(store: RunStore, record: ComparisonRecord) -> list[tuple[int, 
     return todo
 
 
+RESUMABLE = (Status.INTERRUPTED, Status.CRASHED, Status.FAILED)
+
+
+def resume_points(store: RunStore, record: ComparisonRecord, todo) -> dict[tuple[int, int], tuple[Path, int]]:
+    """(variant, repeat) -> (run folder, epoch) for each pending slot whose newest interrupted, crashed
+    or failed run has a checkpoint and the slot's very config: it goes on from that epoch rather
+    than starting again (on the fused engine with the numbers an unbroken run gets)."""
+    members = sorted(store.list_runs(comparison=record.id, clean=False), key=lambda m: (m.created, m.id),
+                     reverse=True)
+    out = {}
+    for vi, r, config in todo:
+        for m in members:
+            if m.status not in RESUMABLE or m.config != config:
+                continue
+            run_dir = store.root / m.id
+            epoch = store.model_epoch(run_dir) or m.get("model_epoch")
+            history = store.load_run(run_dir).history or {}
+            if epoch and len(history.get("loss", [])) >= epoch:
+                out[(vi, r)] = (run_dir, epoch)
+            break   # only the newest of the slot's runs: an older one was given up already
+    return out
+
+
 def check_resumable(store: RunStore, record: ComparisonRecord) -> None:
     """Busy when another process trains the comparison or one of its runs; `execute` enforces the
     same under its lock, this only lets the CLI say so before it prints anything."""
@@ -181,21 +204,25 @@ def check_resumable(store: RunStore, record: ComparisonRecord) -> None:
         pending_slots(store, store.read_comparison(record.id))
 
 
-def make_units(root: Path, todo, data_dir) -> list[tuple[list, list]]:
-    """Group slots into units that train together (same data and batching; MAX_GROUP at most for
-    the fused engine; one run per unit for `fit`). Returns [(slot_list, unit)]."""
+def make_units(root: Path, todo, data_dir, resume: dict | None = None) -> list[tuple[list, tuple]]:
+    """Group slots into units that train together (same data and batching, and the same epoch to go
+    on from: see resume_points; MAX_GROUP at most for the fused engine; one run per unit for `fit`).
+    Returns [(slot_list, (configs, root, data_dir, names of the run folders to resume, or None))]."""
     from .training import group_key
 
+    resume = resume or {}
     groups: dict[tuple, list] = {}
     for slot in todo:
-        groups.setdefault(group_key(slot[2]), []).append(slot)
+        point = resume.get(slot[:2])
+        groups.setdefault((group_key(slot[2]), point[1] if point else 0), []).append(slot)
     units = []
-    for key, members in groups.items():
+    for (key, epoch), members in groups.items():
         # Even chunks (18 runs: 9 + 9, not 16 + 2), so that no run pays for a lopsided program.
         size = math.ceil(len(members) / math.ceil(len(members) / MAX_GROUP)) if key[1] == "fused" else 1
         for i in range(0, len(members), size):
             chunk = members[i:i + size]
-            units.append((chunk, ([s[2] for s in chunk], root, data_dir)))
+            names = [resume[s[:2]][0].name for s in chunk] if epoch else None
+            units.append((chunk, ([s[2] for s in chunk], root, data_dir, names)))
     return units
 
 
@@ -214,10 +241,12 @@ def execute(store: RunStore, record: ComparisonRecord, data_dir=None, jobs: int 
             record = fresh
         todo = pending_slots(store, record)
         store.save_comparison(record)   # adopted runs
-        units = make_units(store.root, todo, data_dir)
+        points = resume_points(store, record, todo)
+        units = make_units(store.root, todo, data_dir, points)
         executor = executor or LocalExecutor(jobs)
         errors = {}
-        on_event(Plan(runs=len(todo), units=len(units), epochs=sum(s[2].epochs for s in todo)))
+        epochs = sum(c.epochs - points.get((vi, r), (None, 0))[1] for vi, r, c in todo)
+        on_event(Plan(runs=len(todo), units=len(units), epochs=epochs, resumed=len(points)))
         from .training import arm
 
         arm(should_stop)   # from here a first Ctrl-C stops gracefully, whatever the executor

@@ -3,7 +3,7 @@ and where its runs execute: a distributed executor (Ray, say) implements the sam
 
     executor.run(units, on_event, should_stop) -> yields (unit_index, results | Exception)
 
-A unit is `(configs, root, data_dir)`; results are `training.train_group`'s dicts. Units are fixed
+A unit is `(configs, root, data_dir, runs to resume or None)`; results are `training.train_group`'s dicts. Units are fixed
 before dispatch and never depend on the number of workers, so results do not either.
 """
 
@@ -14,6 +14,7 @@ import queue as queue_mod
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 # After its parent died, a worker gets this long to stop at its next check and save what finished;
@@ -39,11 +40,11 @@ class LocalExecutor:
     def _serial(self, units, on_event, should_stop):
         from .training import train_group
 
-        for i, (configs, root, data_dir) in enumerate(units):
+        for i, (configs, root, data_dir, resume) in enumerate(units):
             if should_stop():
                 return
             try:
-                yield i, train_group(configs, root, data_dir, on_event, should_stop)
+                yield i, train_group(configs, root, data_dir, on_event, should_stop, resume=_dirs(root, resume))
             except KeyboardInterrupt:
                 raise
             except Exception as err:  # one failing unit must not stop the others
@@ -82,8 +83,8 @@ class LocalExecutor:
     def _dispatch(pool, units, events, stop, on_event, should_stop):
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        pending = {pool.submit(_worker, configs, root, data_dir, events, stop): i
-                   for i, (configs, root, data_dir) in enumerate(units)}
+        pending = {pool.submit(_worker, configs, root, data_dir, resume, events, stop): i
+                   for i, (configs, root, data_dir, resume) in enumerate(units)}
         while pending:
             done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(events, on_event)
@@ -144,7 +145,12 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def _worker(configs, root, data_dir, events, stop):
+def _dirs(root, names):
+    """A unit's runs to resume, as folders (None: new runs)."""
+    return [Path(root) / name for name in names] if names else None
+
+
+def _worker(configs, root, data_dir, resume, events, stop):
     """In a worker process: train one unit, sending events to the parent. Ctrl-C reaches the whole
     process group, so each worker also stops on its own signal and keeps what finished. When the
     parent is gone (its manager with it), events are dropped and training stops at its next check."""
@@ -173,6 +179,6 @@ def _worker(configs, root, data_dir, events, stop):
     signal.signal(signal.SIGINT, lambda *a: flag.event.set())
     signal.signal(signal.SIGTERM, lambda *a: flag.event.set())
     try:
-        return train_group(configs, root, data_dir, send, stopped)
+        return train_group(configs, root, data_dir, send, stopped, resume=_dirs(root, resume))
     finally:   # an idle pool process dies of SIGTERM again (the parent-death signal among them)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -307,7 +307,7 @@ class _Pool:
 
     def dispatch(self, units, should_stop):
         queue = collections.deque(range(len(units)))
-        for configs, _, _ in units:
+        for configs, *_ in units:
             self.comparisons.update(c.comparison for c in configs if c.comparison)
         while queue or any(w.unit is not None for w in self.workers):
             stopping = should_stop()
@@ -316,8 +316,8 @@ class _Pool:
             for w in self.workers:
                 if w.ready is None and w.unit is None and queue:
                     w.unit = queue.popleft()
-                    configs, root, _ = units[w.unit]
-                    w.train = w.actor.train.remote(configs, str(root))
+                    configs, root, _, resume = units[w.unit]
+                    w.train = w.actor.train.remote(configs, str(root), resume)
                 if w.unit is not None and w.poll is None:
                     w.poll = w.actor.poll.remote(stopping)
             refs = [r for w in self.workers for r in (w.ready, w.train, w.poll) if r is not None]
@@ -446,7 +446,7 @@ class _Worker:
             out.append(self.events.popleft())
         return out
 
-    def train(self, configs, root: str):
+    def train(self, configs, root: str, resume=None):
         from .store import RunStore
         from .training import train_group
 
@@ -454,10 +454,12 @@ class _Worker:
             return None
         shared = self.shared
         target = Path(root) if shared else Path(tempfile.mkdtemp(prefix="fmnist-ray-"))
+        # Runs to resume are read where they are: with no shared runs folder they start again, as new runs
+        resume = [target / name for name in resume] if resume and shared else None
         try:
             try:
                 results = train_group(configs, target, on_event=self.events.append, should_stop=self.stop.is_set,
-                                      dataset=self.dataset)
+                                      dataset=self.dataset, resume=resume)
             except KeyboardInterrupt:   # stopped while loading: no run was made
                 return None
             except Exception as err:   # the runs are marked failed; the driver reports the unit

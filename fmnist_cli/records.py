@@ -497,7 +497,8 @@ class Event:
 class Plan(Event):
     runs: int
     units: int
-    epochs: int
+    epochs: int          # to train: a resumed run counts the epochs it has left
+    resumed: int = 0     # runs going on from their checkpoints
 
 
 @dataclass

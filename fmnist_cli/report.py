@@ -576,8 +576,9 @@ class CompareDisplay(LiveDisplay):
             self.runs_total = event.runs
             self.task = self.progress.add_task(f"runs 0/{self.runs_total}", total=max(event.epochs, 1))
             if self.plain:
-                self.console.print(f"Training {event.runs} run(s) in {event.units} unit(s)..." if event.runs else
-                                   "Nothing to train: every run of the comparison has finished.", highlight=False)
+                resumed = f", {event.resumed} going on from their checkpoints" if event.resumed else ""
+                self.console.print(f"Training {event.runs} run(s) in {event.units} unit(s){resumed}..." if event.runs
+                                   else "Nothing to train: every run of the comparison has finished.", highlight=False)
         elif isinstance(event, EpochEnd):
             row = self.rows.get(event.variant)
             if row is not None:

@@ -105,3 +105,39 @@ def test_the_batch_order_is_the_permutation_xla_sorts(n):
     for seed, epoch in [(42, 1), (42, 2), (7, 5)]:
         values, expected = xla(tf.constant(seed, tf.int64), tf.constant(epoch, tf.int64))
         assert np.array_equal(_permutations(values.numpy()[None, None])[0], expected.numpy())
+
+
+def test_compare_resume_goes_on_from_the_checkpoints_with_the_unbroken_numbers(runs_dir, tmp_path):
+    """A comparison stopped after epoch 2 of 4: `--resume` continues the same runs from their
+    checkpoints (2 epochs left each, not 4) and ends where an unbroken comparison ends."""
+    from fmnist_cli import compare as cmp
+    from fmnist_cli.records import Plan, Status
+    from fmnist_cli.store import RunStore
+
+    def numbers(store, record):
+        return [{k: v for k, v in store.load_run(store.root / v_.runs[0]).history.items() if k != "seconds"}
+                for v_ in record.variants]
+
+    base = RunConfig(limit=600, epochs=4, hidden=(32,)).validate()
+    store = RunStore(runs_dir)
+    record = cmp.new_comparison(store, base, cmp.expand(base, ["sgd", "adam"], {}), 1, ["test"])
+    ends = []
+    record = cmp.execute(store, record, on_event=lambda e: ends.append(e) if isinstance(e, EpochEnd) else None,
+                         should_stop=lambda: len(ends) >= 4)   # both runs have finished epoch 2
+    ids = [v.runs[0] for v in record.variants]
+    assert [store.load_run(runs_dir / i).status for i in ids] == [Status.INTERRUPTED] * 2
+    plans, ends = [], []
+
+    def on_event(event):
+        (plans if isinstance(event, Plan) else ends).append(event)
+
+    record = cmp.execute(store, store.read_comparison(record.id), on_event=on_event)
+    assert (plans[0].runs, plans[0].resumed, plans[0].epochs) == (2, 2, 4)
+    assert sorted({e.epoch for e in ends if isinstance(e, EpochEnd)}) == [3, 4]
+    assert [v.runs[0] for v in record.variants] == ids
+    assert [store.load_run(runs_dir / i).status for i in ids] == [Status.COMPLETED] * 2
+
+    whole_store = RunStore(tmp_path / "whole")
+    whole = cmp.new_comparison(whole_store, base, cmp.expand(base, ["sgd", "adam"], {}), 1, ["test"])
+    whole = cmp.execute(whole_store, whole)
+    assert numbers(store, record) == numbers(whole_store, whole)
