@@ -361,7 +361,7 @@ def comparison_page(store: RunStore, cid: str) -> str:
     body += "</p>"
     incomplete = summary.incomplete   # the terminal table's rule: a diverged seed is a result, not a gap
     if incomplete:
-        body += (f"<p class=warn>Incomplete: {esc(', '.join(f'{v.label} ({v.n} of {v.of})' for v in incomplete))}. "
+        body += (f"<p class=warn>Incomplete: {esc(', '.join(v.gap() for v in incomplete))}. "
                  f"<code>fmnist compare --resume {esc(cid)}</code> fills the gaps.</p>")
     sections = [("comparison", "Comparison", body)]
 

@@ -464,6 +464,12 @@ class VariantSummary(Record):
     of: int           # seeds asked for
     aggregate: dict   # per_epoch, final, best_val_accuracy, best_epoch, seconds_per_epoch (mean/std/n)
 
+    def gap(self) -> str:
+        """What an incomplete variant lacks, for "Incomplete: ...": its finished runs of those asked
+        for (an interrupted run's epochs are in the figures, but it is not finished)."""
+        done = sum(1 for r in self.runs if r.status in FINISHED)
+        return f"{self.label} ({done} of {self.of} finished)"
+
 
 @dataclass(kw_only=True)
 class ComparisonSummary(Record):

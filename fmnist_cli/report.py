@@ -657,6 +657,6 @@ def comparison_table(summary, console: Console) -> None:
                 say(console, f"{v.label} (seed #{r.repeat}): {r.status}: {r.message}", markup=False)
                 break
     if summary.incomplete:
-        gaps = ", ".join(f"{v.label} ({v.n} of {v.of})" for v in summary.incomplete)
+        gaps = ", ".join(v.gap() for v in summary.incomplete)
         say(console, f"Incomplete: {gaps}. `fmnist compare --resume {summary.comparison_id}` will fill the gaps.",
             markup=False)

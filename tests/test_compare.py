@@ -267,3 +267,11 @@ def test_default_jobs_stay_within_the_accepted_range(monkeypatch, fake_engine):
     monkeypatch.setattr(cli, "cpu_cores", lambda: 3)
     compare_json("sgd", *SMALL)
     assert seen == [64, 3]
+
+
+def test_an_interrupted_variant_counts_its_finished_runs(runs_dir, fake_engine):
+    """Stopped after epoch 1 of 3: the interrupted runs have figures but are not finished."""
+    fake_engine.stop_after = 1
+    invoke("compare", "sgd", "adam", "--epochs", "3", "--repeats", "2")
+    result = invoke("compare", "--show", "latest")
+    assert "Incomplete: sgd (0 of 2 finished), adam (0 of 2 finished)." in " ".join(result.output.split())

@@ -129,7 +129,7 @@ def test_a_diverged_and_an_incomplete_variant_are_reported_as_such(runs_dir, fak
     result, page = report("latest", "--html", tmp_path / "r.html")
     assert result.exit_code == 0, result.output
     assert "diverged" in page.text and "fake divergence" in page.text
-    assert "Incomplete: adam (1 of 2)" in page.text and f"fmnist compare --resume {record.id}" in page.text
+    assert "Incomplete: adam (1 of 2 finished)" in page.text and f"fmnist compare --resume {record.id}" in page.text
     assert "evaluation" not in page.sections
 
 
