@@ -158,12 +158,20 @@ def _importing():
             signal.signal(signal.SIGINT, previous)
 
 
+def importing() -> bool:
+    return _IMPORTING
+
+
+def restore_stderr() -> None:
+    """Inside stderr_silenced(), on the way out of the process: the last words must be seen."""
+    if _REAL_STDERR is not None:
+        os.dup2(_REAL_STDERR, 2)
+
+
 def leave_if_importing() -> None:
     """From a SIGINT handler: inside _importing(), say "Interrupted." and exit 130 now."""
     if not _IMPORTING:
         return
-    if _REAL_STDERR is not None:
-        os.dup2(_REAL_STDERR, 2)
     from .entry import exit_interrupted
 
     exit_interrupted()

@@ -706,11 +706,19 @@ def compare(
         plain = not console.is_terminal
         if not quiet:
             say(report.err, f"Comparison {record.id}: {len(labels)} variant(s) x {record.repeats} seed(s).")
-        with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet,
-                                                      monitor=cmp.monitor_of(record)) as display, \
-                runner or contextlib.nullcontext():
-            on_event = live.wrap(display.on_event) if live else display.on_event
-            record = cmp.execute(store, record, data_dir, jobs, on_event, stop, executor=runner)
+        if resume is None:   # stopped before its first run exists, a new comparison leaves nothing
+            forget = functools.partial(_forget_if_empty, store, record.id)
+            stop.on_abort.append(forget)
+        try:
+            with stop.installed(), report.CompareDisplay(labels, record.repeats, console, plain, quiet,
+                                                          monitor=cmp.monitor_of(record)) as display, \
+                    runner or contextlib.nullcontext():
+                on_event = live.wrap(display.on_event) if live else display.on_event
+                record = cmp.execute(store, record, data_dir, jobs, on_event, stop, executor=runner)
+        except KeyboardInterrupt:
+            if resume is None:
+                forget()
+            raise
         if live:
             live.finish(record)
         if stop():
@@ -739,6 +747,13 @@ def compare(
     tb_failed = show is None and _tensorboard_said(live, console, json_out)
     if status or any(problems.values()) or tb_failed:
         raise typer.Exit(status or 1)
+
+
+def _forget_if_empty(store, cid: str) -> None:
+    """Remove a comparison record that no run belongs to (Ctrl-C while the backend loaded)."""
+    with contextlib.suppress(FmnistError, OSError):
+        if not store.list_runs(comparison=cid, clean=False):
+            store.remove_comparison(cid)
 
 
 def _given(ctx: typer.Context) -> set[str]:

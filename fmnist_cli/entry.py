@@ -38,6 +38,9 @@ def _exit_now() -> None:
 
 def exit_interrupted() -> None:
     """A second Ctrl-C: say so and leave at once, with the cursor a live display hid shown again."""
+    backend = sys.modules.get("fmnist_cli.backend")
+    if backend is not None:
+        backend.restore_stderr()   # TensorFlow may be loading, with stderr pointed at /dev/null
     try:
         if sys.stdout.isatty():
             sys.stdout.write("\x1b[?25h\n")

@@ -65,7 +65,11 @@ class StopFlag:
                 self.signal = signum
                 self.event.set()
                 raise KeyboardInterrupt
-            if self.event.is_set() and signum == signal.SIGINT:
+            from .backend import importing
+
+            # A second Ctrl-C gives up; so does a first while the backend still loads (a comparison
+            # arms before its first unit imports TensorFlow or JAX: no run is being trained yet).
+            if signum == signal.SIGINT and (self.event.is_set() or importing()):
                 self.abort()
             self.signal = signum
             self.event.set()

@@ -132,7 +132,7 @@ def test_signal_stops_training_and_keeps_finished_epochs(signum, processes, runs
     assert listed[run_dir.name]["status"] == "interrupted"
 
 
-def test_signal_during_compare_then_resume_retrains_only_unfinished(processes, runs_dir):
+def test_signal_during_compare_then_resume_continues_only_unfinished(processes, runs_dir):
     p = processes("compare", "sgd", "adam", "--epochs", "3", "--limit", "3000", "--engine", "fit")   # one run at a time
     p.wait_for(r"^\[adam #0\] epoch 1/3 ")
     rc, waited = p.signal_and_wait(signal.SIGINT)
@@ -155,7 +155,7 @@ def test_signal_during_compare_then_resume_retrains_only_unfinished(processes, r
     after = read_json(record_path)
     new_sgd, new_adam = (v["runs"][0] for v in after["variants"])
     assert new_sgd == sgd_id, "a completed run must not be retrained"
-    assert new_adam != adam_id
+    assert new_adam == adam_id, "the interrupted run goes on from its checkpoint"
     assert read_json(runs_dir / new_adam / "run.json")["status"] == "completed"
     assert len(read_json(runs_dir / new_adam / "history.json")["loss"]) == 3
     summary = json.loads(resumed.stdout)
@@ -231,6 +231,22 @@ def test_ctrl_c_during_start_up_leaves_nothing(backend, delay, runs_dir):
     assert time.monotonic() - sent < 2, "start-up went on after Ctrl-C"
     assert "Traceback" not in out + err and "Interrupted" in err
     assert not runs_dir.exists() or [p for p in runs_dir.iterdir() if not p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("delay", [1.0, 1.8])   # TensorFlow loading: the comparison record exists already
+def test_ctrl_c_while_a_new_comparison_starts_leaves_no_record(delay, runs_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist_cli", "compare", "sgd", "adam", "--limit", "500",
+                             "--epochs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert time.monotonic() - sent < 2 and "Traceback" not in out + err and "Interrupted" in out + err
+    left = [p for p in runs_dir.rglob("*") if p.is_file() and not p.name.startswith(".")] if runs_dir.exists() else []
+    assert left == [], left
 
 
 # --- kill -9: checkpoints, resume, workers die with their parent -------------------------------------
