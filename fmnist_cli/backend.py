@@ -141,7 +141,7 @@ def _importing():
     KeyboardInterrupt raised inside TensorFlow's half-initialised C++ modules crashed the interpreter
     (SIGSEGV, no message: about 1 start-up in 8 interrupted at 1.5 s), and nothing exists yet that a
     graceful stop would save. Python's own handler is replaced meanwhile; a StopFlag's asks
-    leave_if_importing() itself, and an ignored SIGINT (worker processes) stays ignored."""
+    importing() itself, and an ignored SIGINT (worker processes) stays ignored."""
     import signal
     import threading
 
@@ -276,8 +276,9 @@ def describe() -> dict:
 
         dev = jax.devices()[0]
         info.update(jax=jax.__version__, device=f"{dev.platform}:{getattr(dev, 'device_kind', dev.platform)}")
-        if jax_compiler_options():   # they change the last bits of some results: part of "same setup"
-            info["compile_options"] = " ".join(f"{k}={v}" for k, v in jax_compiler_options().items())
+        options = jax_compiler_options()
+        if options:   # they change the last bits of some results: part of "same setup"
+            info["compile_options"] = " ".join(f"{k}={v}" for k, v in options.items())
     else:
         import tensorflow as tf
 

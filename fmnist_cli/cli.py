@@ -287,7 +287,7 @@ def train(
       fmnist train --resume latest        # after Ctrl-C or a crash: on from the last checkpoint
     """
     from . import report, training
-    from .records import Status
+    from .records import RESUMABLE, Status
     from .store import RunStore
 
     store = RunStore.at(runs_dir)
@@ -296,7 +296,7 @@ def train(
     if resume is not None:
         refuse_options(ctx, "--resume", "a run resumes with the settings it was started with",
                        allowed=("resume", "runs_dir", "data_dir", "json_out", "quiet", "tensorboard"))
-        run_dir = store.resolve_run(resume, latest=(Status.INTERRUPTED, Status.CRASHED, Status.FAILED))
+        run_dir = store.resolve_run(resume, latest=RESUMABLE)
         config = training.check_resumable(store, run_dir)
     else:
         config = make_config(hidden=hidden, activation=activation, dropout=dropout, optimizer=optimizer,

@@ -15,7 +15,7 @@ from pathlib import Path
 from .config import DEFAULT_MONITOR, RunConfig, parse_activation, parse_hidden, parse_optimizer
 from .engines import best_index
 from .errors import Busy, FmnistError, UsageError
-from .records import (FINISHED, METRICS, ComparisonRecord, ComparisonSummary, Plan, RunDone, SlotSummary,
+from .records import (FINISHED, METRICS, RESUMABLE, ComparisonRecord, ComparisonSummary, Plan, RunDone, SlotSummary,
                       Status, VariantSpec, VariantSummary)
 from .store import RunStore, atomic_write_text, now
 
@@ -174,26 +174,21 @@ def pending_slots(store: RunStore, record: ComparisonRecord) -> list[tuple[int, 
     return todo
 
 
-RESUMABLE = (Status.INTERRUPTED, Status.CRASHED, Status.FAILED)
-
-
 def resume_points(store: RunStore, record: ComparisonRecord, todo) -> dict[tuple[int, int], tuple[Path, int]]:
     """(variant, repeat) -> (run folder, epoch) for each pending slot whose newest interrupted, crashed
     or failed run has a checkpoint and the slot's very config: it goes on from that epoch rather
     than starting again (on the fused engine with the numbers an unbroken run gets)."""
+    from .training import checkpoint_epoch
+
     members = sorted(store.list_runs(comparison=record.id, clean=False), key=lambda m: (m.created, m.id),
                      reverse=True)
     out = {}
     for vi, r, config in todo:
-        for m in members:
-            if m.status not in RESUMABLE or m.config != config:
-                continue
-            run_dir = store.root / m.id
-            epoch = store.model_epoch(run_dir) or m.get("model_epoch")
-            history = store.load_run(run_dir).history or {}
-            if epoch and len(history.get("loss", [])) >= epoch:
-                out[(vi, r)] = (run_dir, epoch)
-            break   # only the newest of the slot's runs: an older one was given up already
+        newest = next((m for m in members if m.status in RESUMABLE and m.config == config), None)
+        if newest is not None:   # only the newest of the slot's runs: an older one was given up already
+            epoch = checkpoint_epoch(store, store.root / newest.id)
+            if epoch:
+                out[(vi, r)] = (store.root / newest.id, epoch)
     return out
 
 

@@ -50,6 +50,8 @@ class Status(str, enum.Enum):
 
 # Results a resume keeps: a diverged seed would diverge again.
 FINISHED = (Status.COMPLETED, Status.DIVERGED)
+# Runs a resume continues from their checkpoints (`train --resume`, `compare --resume`).
+RESUMABLE = (Status.INTERRUPTED, Status.CRASHED, Status.FAILED)
 # One colour per status, for every table and the reports.
 COLORS = {Status.COMPLETED: "green", Status.INTERRUPTED: "yellow", Status.DIVERGED: "red",
           Status.FAILED: "red", Status.CRASHED: "red", Status.BROKEN: "red", Status.RUNNING: "cyan",

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import data, engines
 from .config import RunConfig
 from .errors import BrokenRecord, Busy, FmnistError, StorageError, UsageError
-from .records import METRICS, RunResult, Status
+from .records import METRICS, RESUMABLE, RunResult, Status
 from .store import RunStore, now
 
 
@@ -56,21 +56,18 @@ class StopFlag:
             return
 
         def handler(signum, frame):
-            if not self.armed:
-                from .backend import leave_if_importing
+            from .backend import importing
 
-                leave_if_importing()   # while TensorFlow or JAX load: exit 130 at once
+            # A second Ctrl-C gives up; so does a first while TensorFlow or JAX load (no run is being
+            # trained yet, and a KeyboardInterrupt inside their C++ modules can crash the interpreter)
+            if signum == signal.SIGINT and (self.event.is_set() or importing()):
+                self.abort()
+            if not self.armed:
                 # Recorded first: raised inside a garbage-collector callback (JAX has one) the
                 # KeyboardInterrupt is swallowed, and the check before any run is made must see it.
                 self.signal = signum
                 self.event.set()
                 raise KeyboardInterrupt
-            from .backend import importing
-
-            # A second Ctrl-C gives up; so does a first while the backend still loads (a comparison
-            # arms before its first unit imports TensorFlow or JAX: no run is being trained yet).
-            if signum == signal.SIGINT and (self.event.is_set() or importing()):
-                self.abort()
             self.signal = signum
             self.event.set()
 
@@ -255,14 +252,23 @@ def _seconds_so_far(store: RunStore, run_dir: Path, start) -> float:
     return seconds or 0.0
 
 
-def _start(store: RunStore, run_dir: Path) -> engines.Start:
-    """Where an interrupted or crashed run continues: its checkpointed model, and its history up to
-    the epoch that model holds (later epochs are trained again). The epoch is read from the model
-    file itself (see RunStore.save_model), so a crash between saving it and updating run.json cannot
-    pair the model with the wrong epoch."""
-    info = store.load_run(run_dir)
+def checkpoint_epoch(store: RunStore, run_dir: Path, info=None) -> int | None:
+    """The epoch a run's checkpoint holds, if it has one to go on from (its history reaching that
+    far). Read from the model file itself (see RunStore.save_model), so a crash between saving it and
+    updating run.json cannot pair the model with the wrong epoch."""
+    info = info or store.load_run(run_dir)
     model_epoch = store.model_epoch(run_dir) or info.get("model_epoch")
     if not model_epoch or info.history is None or len(info.history["loss"]) < model_epoch:
+        return None
+    return model_epoch
+
+
+def _start(store: RunStore, run_dir: Path) -> engines.Start:
+    """Where an interrupted or crashed run continues: its checkpointed model, and its history up to
+    the epoch that model holds (later epochs are trained again)."""
+    info = store.load_run(run_dir)
+    model_epoch = checkpoint_epoch(store, run_dir, info)
+    if model_epoch is None:
         raise UsageError(f"Run {run_dir.name} has no checkpoint to resume from; train it again.")
     history = {k: v[:model_epoch] for k, v in info.history.items()}
     return engines.Start(epoch=model_epoch, history=history, model=store.load_model(run_dir))
@@ -278,7 +284,7 @@ def check_resumable(store: RunStore, run_dir: Path) -> RunConfig:
             raise BrokenRecord(f"Run {info.id} is broken ({info.reason}); it cannot be resumed.")
         if info.status == Status.RUNNING:
             raise Busy(f"Run {info.id} is being trained by another process (process {info.get('pid')}).")
-        if info.status not in (Status.INTERRUPTED, Status.CRASHED, Status.FAILED):
+        if info.status not in RESUMABLE:
             raise UsageError(f"Run {info.id} is {info.status}, so there is nothing to resume; "
                              "resume an interrupted or crashed run.")
 

@@ -210,6 +210,21 @@ def test_a_second_ctrl_c_exits_at_once(processes, runs_dir):
     assert not leftovers(run_dir)
 
 
+def ctrl_c_after(delay: float, *args) -> tuple[int, str, str, float]:
+    """Start `fmnist ARGS`, press Ctrl-C after `delay` seconds: (exit code, stdout, stderr, seconds
+    from the signal to the exit)."""
+    # As from a terminal: a shell that started the test suite in the background passes SIGINT on
+    # ignored, and Python then never turns it into KeyboardInterrupt.
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist_cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err, time.monotonic() - sent
+
+
 # Before the run exists: importing the CLI, then TensorFlow or JAX, then Keras. A KeyboardInterrupt
 # raised inside TensorFlow's loading C++ modules once crashed the interpreter (SIGSEGV, no message)
 # about 1 time in 8 at 1.5 s; start-up now leaves at once instead.
@@ -218,33 +233,18 @@ def test_a_second_ctrl_c_exits_at_once(processes, runs_dir):
 def test_ctrl_c_during_start_up_leaves_nothing(backend, delay, runs_dir):
     if backend == "jax":
         pytest.importorskip("jax")
-    # As from a terminal: a shell that started the test suite in the background passes SIGINT on
-    # ignored, and Python then never turns it into KeyboardInterrupt.
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist_cli", "train", "--limit", "500", "--backend", backend],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(delay)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (proc.returncode, out, err)
-    assert time.monotonic() - sent < 2, "start-up went on after Ctrl-C"
+    rc, out, err, waited = ctrl_c_after(delay, "train", "--limit", "500", "--backend", backend)
+    assert rc == 130, (rc, out, err)
+    assert waited < 2, "start-up went on after Ctrl-C"
     assert "Traceback" not in out + err and "Interrupted" in err
     assert not runs_dir.exists() or [p for p in runs_dir.iterdir() if not p.name.startswith(".")] == []
 
 
 @pytest.mark.parametrize("delay", [1.0, 1.8])   # TensorFlow loading: the comparison record exists already
 def test_ctrl_c_while_a_new_comparison_starts_leaves_no_record(delay, runs_dir):
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist_cli", "compare", "sgd", "adam", "--limit", "500",
-                             "--epochs", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(delay)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (proc.returncode, out, err)
-    assert time.monotonic() - sent < 2 and "Traceback" not in out + err and "Interrupted" in out + err
+    rc, out, err, waited = ctrl_c_after(delay, "compare", "sgd", "adam", "--limit", "500", "--epochs", "2")
+    assert rc == 130, (rc, out, err)
+    assert waited < 2 and "Traceback" not in out + err and "Interrupted" in out + err
     left = [p for p in runs_dir.rglob("*") if p.is_file() and not p.name.startswith(".")] if runs_dir.exists() else []
     assert left == [], left
 

@@ -150,10 +150,7 @@ class _JaxProgram:
             # On a GPU the sorts stay on the device: copying the keys out would cost more than them.
             keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), epoch))(seeds)
             perms = jax.vmap(lambda key: jax.random.permutation(key, n))(keys)          # (K, n)
-            perms = jnp.pad(perms, ((0, 0), (0, steps * batch_size - n)))               # pad rows: masked
-            idx = perms.reshape(K, steps, batch_size).transpose(1, 0, 2)                # (steps, K, bs)
-            mask = (jnp.arange(steps * batch_size) < n).astype(jnp.float32).reshape(steps, batch_size)
-            return idx, mask
+            return _batches(perms, steps, batch_size, jnp)
 
         # The segment's first step is data and its length static: an epoch's equal segments share
         # one program (static bounds made one per segment: four traces and compiles for compare's 3).
@@ -481,14 +478,14 @@ def _permutations(keys: np.ndarray) -> np.ndarray:
     return out
 
 
-def _batches(perms: np.ndarray, steps: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _batches(perms, steps: int, batch_size: int, xp=np):
     """Permutations (K, n) -> the steps' row numbers (steps, K, batch_size), padded at the end, and
-    the mask of real rows (steps, batch_size): a last partial batch is masked, not dropped."""
+    the mask of real rows (steps, batch_size): a last partial batch is masked, not dropped. `xp`:
+    numpy, or jax.numpy inside a program."""
     K, n = perms.shape
-    padded = np.zeros((K, steps * batch_size), dtype=np.int32)
-    padded[:, :n] = perms
-    idx = np.ascontiguousarray(padded.reshape(K, steps, batch_size).transpose(1, 0, 2))
-    mask = (np.arange(steps * batch_size) < n).astype(np.float32).reshape(steps, batch_size)
+    padded = xp.pad(perms.astype(xp.int32), ((0, 0), (0, steps * batch_size - n)))
+    idx = padded.reshape(K, steps, batch_size).transpose(1, 0, 2)
+    mask = (xp.arange(steps * batch_size) < n).astype(xp.float32).reshape(steps, batch_size)
     return idx, mask
 
 
