@@ -16,10 +16,12 @@ import typer
 from rich.markup import escape
 
 from . import __version__
+from .coercion import defer_typer_adapters
 from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_optimizer
 from .errors import FmnistError, StorageError, UsageError
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+defer_typer_adapters()   # no pydantic for the defaults: about 90 ms of every command's start-up
 
 
 class _UsageFirst:
