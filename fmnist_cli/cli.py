@@ -116,10 +116,22 @@ def debugging() -> bool:
 
 def command(*args, group=None, **kwargs):
     """app.command (or a sub-group's), plus: a user error becomes one clean message and an exit code,
-    never a traceback; --debug is accepted; help starts with the usage line."""
+    never a traceback; --debug is accepted; help starts with the usage line and fits the terminal."""
     def decorate(func):
+        kwargs.setdefault("help", reflowed(func.__doc__ or ""))
         return (group or app).command(*args, cls=Command, **kwargs)(guarded(func))
     return decorate
+
+
+def reflowed(doc: str) -> str:
+    """A docstring as help: Typer's rich mode keeps every line break, so a paragraph wrapped at 100
+    columns in the source came out ragged in an 80-column terminal. Prose paragraphs become one line
+    each (Rich wraps them to the terminal); indented ones, the examples, keep their lines."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
 
 
 def guarded(func):
@@ -193,7 +205,7 @@ Monitor = Annotated[str, typer.Option("--monitor", help="What the best epoch is,
 Backend = Annotated[Optional[str], typer.Option("--backend", help="Keras backend: tensorflow (default) or jax. Also $FMNIST_BACKEND.")]
 Engine = Annotated[str, typer.Option("--engine", help="auto (= fused: XLA-compiled epochs, on either backend) or fit (Keras's model.fit).")]
 RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs are saved (default ./runs or $FMNIST_RUNS_DIR).")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST files, .gz or uncompressed (default: $FMNIST_DATA_DIR, the Keras cache, /usr/share/datasets/fashion-mnist).")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST files, .gz or uncompressed (default: $FMNIST_DATA_DIR, else Keras's cache, else the Debian package dataset-fashion-mnist's folder).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; everything else goes to stderr.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 TensorBoard = Annotated[Optional[Path], typer.Option("--tensorboard", metavar="DIR", help="Also write TensorBoard logs to DIR, epoch by epoch (a comparison's runs with HParams); view with `tensorboard --logdir DIR`.")]
@@ -278,15 +290,17 @@ def train(
 
       fmnist train --optimizer adam --epochs 20 --early-stopping 3
 
-      fmnist train --optimizer adam --dropout 0.3 --epochs 20 --early-stopping 2   # the book's 7-3
+      # the book's experiment 7-3: dropout and early stopping
+      fmnist train --optimizer adam --dropout 0.3 --epochs 20 --early-stopping 2
 
-      fmnist train --hidden 300,100 --dropout 0.2 --optimizer sgd:lr=0.05,momentum=0.9
+      fmnist train --hidden 300,100 --optimizer sgd:lr=0.05,momentum=0.9
 
       fmnist train --backend jax --json > run.json
 
       fmnist train --tensorboard tb       # then: tensorboard --logdir tb
 
-      fmnist train --resume latest        # after Ctrl-C or a crash: on from the last checkpoint
+      # after Ctrl-C or a crash: go on from the last checkpoint
+      fmnist train --resume latest
     """
     from . import report, training
     from .records import RESUMABLE, Status
@@ -326,7 +340,7 @@ def train(
     else:
         with soft_wrapped(console):
             report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
-    tb_failed = _tensorboard_said(live, console, json_out)
+    tb_failed = _tensorboard_said(live, console, json_out or not result.kept)
     if result.status == Status.INTERRUPTED:   # 130 still: a failed log must not hide the interruption
         raise typer.Exit(130)
     if result.status == Status.DIVERGED or tb_failed:
@@ -403,7 +417,7 @@ def report_command(
 
     Examples:
 
-      fmnist report --html report.html              # the latest run or comparison
+      fmnist report --html report.html     # the latest run or comparison
 
       fmnist report 20261128-191828-cmp-21dd --html comparison.html
 
@@ -444,7 +458,7 @@ def summary(
 
     Examples:
 
-      fmnist summary                      # the book's 784-100-10 model: 79,510 parameters
+      fmnist summary          # the book's 784-100-10 model: 79,510 parameters
 
       fmnist summary --hidden 300,100 --dropout 0.2
 
@@ -576,7 +590,7 @@ def cpu_cores() -> int:
 def compare(
     ctx: typer.Context,
     optimizers: Annotated[Optional[list[str]], typer.Argument(help="Optimizers to compare, e.g. sgd momentum adam 'sgd:lr=0.1'.", show_default=False)] = None,
-    vary: Annotated[Optional[list[str]], typer.Option("--vary", help="Another setting to compare: activation=sigmoid,relu; hidden=100,300-100; dropout=0,0.2; lr=0.1,0.01; batch_size=32,128; optimizer=sgd,adam. Repeatable; the full grid is trained.")] = None,
+    vary: Annotated[Optional[list[str]], typer.Option("--vary", metavar="NAME=A,B", help="Another setting to compare, as NAME=A,B: activation, hidden (e.g. hidden=100,300-100), dropout, lr, batch_size or optimizer. Repeatable; the full grid is trained.")] = None,
     repeats: Annotated[int, typer.Option("--repeats", "-r", help="Seeds per variant (seed, seed+1, ...); figures become mean ± std.")] = 1,
     hidden: Hidden = "100", activation: Activation = "relu", dropout: Dropout = 0.0,
     optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, momentum: Momentum = None,
@@ -600,21 +614,22 @@ def compare(
     """Train one model per variant under equal conditions and show them side by side.
 
     Every variant gets the same split, the same initial weights and the same batch order; with
-    --repeats N each is trained with N seeds and shown as mean ± std.
+    `--repeats N` each is trained with N seeds and shown as mean ± std.
 
     Examples:
 
       fmnist compare sgd momentum nesterov adagrad rmsprop adam
 
-      fmnist compare sgd 'sgd:lr=0.1' adam --repeats 3 --plot curves.png --csv curves.csv
+      fmnist compare sgd 'sgd:lr=0.1' adam --repeats 3 --plot curves.png
 
       fmnist compare --vary activation=sigmoid,relu --vary hidden=100,300-100
 
       fmnist compare adam rmsprop --backend jax --epochs 20 --early-stopping 3
 
-      fmnist compare sgd rmsprop adam --repeats 3 --tensorboard tb   # HParams: a row per optimizer
+      # TensorBoard's HParams: a row per optimizer
+      fmnist compare sgd rmsprop adam --repeats 3 --tensorboard tb
 
-      fmnist compare sgd adam --repeats 5 --executor ray --address head-node:6379
+      fmnist compare sgd adam --repeats 5 --executor ray --address head:6379
 
       fmnist compare --show latest
     """
@@ -799,8 +814,9 @@ def _tensorboard_live(store, logdir: Path | None, record=None):
     return tensorboard.Live(store, logdir, record)
 
 
-def _tensorboard_said(live, console, json_out: bool) -> bool:
-    """Where the TensorBoard log went, or (to stderr) why it stopped; True when it failed."""
+def _tensorboard_said(live, console, silent: bool) -> bool:
+    """Where the TensorBoard log went (unless `silent`: --json, or nothing was kept), or (to stderr)
+    why it stopped; True when it failed."""
     if live is None:
         return False
     if live.problem:
@@ -808,7 +824,7 @@ def _tensorboard_said(live, console, json_out: bool) -> bool:
 
         report.err.print(f"[red]Error:[/] {escape(live.problem)}", highlight=False, soft_wrap=True)
         return True
-    if not json_out:
+    if not silent:
         say(console, f"TensorBoard logs written to {live.log.logdir} (view them: tensorboard --logdir {live.log.logdir})")
     return False
 

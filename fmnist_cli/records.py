@@ -333,6 +333,7 @@ class RunResult(Record):
     stopped_early: bool = False
     message: str | None = None
     model_epoch: int | None = None
+    kept: bool = True   # false: interrupted before its first epoch finished, so its folder was removed
 
 
 @dataclass(kw_only=True)

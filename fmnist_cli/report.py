@@ -345,6 +345,10 @@ def train_result(result, console: Console, brief: bool = False) -> None:
     if result.stopped_early:
         console.print(f"Stopped early after {result.epochs_run} epochs; the saved model is epoch {best}'s.",
                       highlight=False)
+    if not result.kept:
+        say(console, f"Interrupted in {result.seconds:.1f}s, before the first epoch finished: nothing to keep, "
+                     "so the run was not saved.", markup=False)
+        return
     if status == Status.INTERRUPTED:
         console.print(f"Interrupted: kept {result.epochs_run} finished epoch(s).", highlight=False)
     if status == Status.DIVERGED:

@@ -131,3 +131,19 @@ def test_a_stop_after_the_last_epoch_is_not_an_interruption(runs_dir):
 
     result = training.train(config, runs_dir, on_event=on_event, should_stop=lambda: len(seen) >= 2)
     assert result.status == "completed" and result.epochs_run == 2
+
+
+def test_a_stop_before_the_first_epoch_finished_keeps_nothing(runs_dir):
+    """A Ctrl-C in the first epoch: no model and no figures, so no run folder to clutter `fmnist runs`."""
+    from fmnist_cli import training
+    from fmnist_cli.config import RunConfig
+
+    checks = []
+
+    def should_stop():   # the check before any run exists passes; the engine's first check stops
+        checks.append(1)
+        return len(checks) > 1
+
+    result = training.train(RunConfig(limit=500, epochs=2).validate(), runs_dir, should_stop=should_stop)
+    assert (result.status, result.epochs_run, result.kept) == ("interrupted", 0, False)
+    assert [p for p in runs_dir.iterdir() if not p.name.startswith(".")] == []

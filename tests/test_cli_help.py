@@ -1,6 +1,7 @@
-"""Options' defaults skip Typer's pydantic adapters (fmnist_cli/coercion.py): every default of every
-command comes out exactly as Typer's own coercion gives it, typed values still get Typer's checks and
-messages, and a command given only defaults never imports pydantic."""
+"""Help and option parsing. Options' defaults skip Typer's pydantic adapters (fmnist_cli/coercion.py):
+every default of every command comes out exactly as Typer's own coercion gives it, typed values still
+get Typer's checks and messages, and a command given only defaults never imports pydantic. Every help
+page fits an 80-column terminal."""
 
 from __future__ import annotations
 
@@ -70,3 +71,22 @@ def test_a_typed_int_is_an_int(value):
     result = invoke("data", "--split-seed", value, "--limit", "100", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["split_seed"] == int(value)
+
+
+HELP_PAGES = ["", "train", "evaluate", "report", "summary", "compare", "data", "runs", "runs rm",
+              "export", "export tensorboard"]
+
+
+@pytest.mark.parametrize("page", HELP_PAGES)
+def test_help_fits_an_80_column_terminal(page, monkeypatch):
+    """No help text cut short with '…', no example broken over two lines, no prose paragraph broken
+    where the source wrapped it (Typer's rich mode keeps a docstring's line breaks)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke(*page.split(), "--help")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert not [line for line in lines if "…" in line]
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+    for line, after in zip(lines, lines[1:]):
+        if line.lstrip().startswith(("fmnist ", "# ")):   # an example (or its comment) ends its own line
+            assert not after.strip() or after.startswith("   "), (line, after)
