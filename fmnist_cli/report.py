@@ -423,8 +423,11 @@ def auto_id_width() -> int:
     return len("20260101-120000-") + max(map(len, OPTIMIZERS)) + 1 + max(map(len, ACTIVATIONS)) + len("-abcd")
 
 
+BACKEND_SHORT = {"tensorflow": "tf"}
+
+
 def runs_table(records: list, console: Console) -> None:
-    """One line per run. Narrow: the time goes first, then when (the id starts with it), then test
+    """One line per run. Narrow: the time goes first, then the backend, then when (the id starts with it), then test
     acc (first of all when no run has one), then the config. Before any of that, ids longer than any
     unnamed run's (a long --name) are cut with "…", then the config; other ids only when nothing is
     left to drop."""
@@ -434,6 +437,8 @@ def runs_table(records: list, console: Console) -> None:
             Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=4),
             Col("config", [Text(r.config.short() if r.config is not None else "?") for r in records], "left",
                 drop=1, cut=1, least=16),
+            Col("backend", [BACKEND_SHORT.get(r.config.backend, r.config.backend) if r.config is not None else "?"
+                            for r in records], "left", drop=4.5),
             Col("val acc", [fmt(r.get("best_val_accuracy")) for r in records]),
             Col("test acc", [fmt(t.accuracy if t else None) for t in tests], drop=6 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),
