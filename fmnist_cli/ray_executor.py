@@ -285,6 +285,7 @@ class _Handle:
     unit: int | None = None
     train: object = None                 # the running unit's result
     poll: object = None                  # the poll in flight
+    resumed: tuple = ()                  # the running unit's runs that go on from their checkpoints
 
 
 class _Pool:
@@ -317,7 +318,11 @@ class _Pool:
                 if w.ready is None and w.unit is None and queue:
                     w.unit = queue.popleft()
                     configs, root, _, resume = units[w.unit]
-                    w.train = w.actor.train.remote(configs, str(root), resume)
+                    w.resumed = tuple(resume or ())
+                    # A worker without the runs folder gets the runs it goes on from, checkpoints and all
+                    shipped = {name: self.store.pack_run(Path(root) / name) for name in w.resumed} \
+                        if w.resumed and not w.info.get("shared") else None
+                    w.train = w.actor.train.remote(configs, str(root), resume, shipped)
                 if w.unit is not None and w.poll is None:
                     w.poll = w.actor.poll.remote(stopping)
             refs = [r for w in self.workers for r in (w.ready, w.train, w.poll) if r is not None]
@@ -356,7 +361,7 @@ class _Pool:
             self.on_event(event)
 
     def _finish(self, w: _Handle, queue, stopping: bool):
-        index, ref = w.unit, w.train
+        index, ref, resumed = w.unit, w.train, w.resumed
         try:
             outcome = self.ray.get(ref)
         except Exception as err:   # the worker process or its node is gone
@@ -375,7 +380,7 @@ class _Pool:
         results = outcome["results"]
         try:
             for result, files in zip(results, outcome.get("packed") or []):
-                run_dir = self.store.receive_run(result.run_id, files)
+                run_dir = self.store.receive_run(result.run_id, files, resumed=result.run_id in resumed)
                 result.run_dir = str(run_dir)
                 result.model_path = str(run_dir / "model.keras") if "model.keras" in files else None
         except FmnistError as err:
@@ -446,7 +451,10 @@ class _Worker:
             out.append(self.events.popleft())
         return out
 
-    def train(self, configs, root: str, resume=None):
+    def train(self, configs, root: str, resume=None, shipped: dict | None = None):
+        """Train a unit into the runs folder, or without it into a temporary one whose runs go back
+        to the driver whole. `resume`: the names of the run folders that go on from their checkpoints,
+        read in place or, without the runs folder, from `shipped` (name -> packed files)."""
         from .store import RunStore
         from .training import train_group
 
@@ -454,10 +462,11 @@ class _Worker:
             return None
         shared = self.shared
         target = Path(root) if shared else Path(tempfile.mkdtemp(prefix="fmnist-ray-"))
-        # Runs to resume are read where they are: with no shared runs folder they start again, as new runs
-        resume = [target / name for name in resume] if resume and shared else None
         try:
             try:
+                for name in (resume or ()) if not shared else ():
+                    RunStore(target).receive_run(name, shipped[name])
+                resume = [target / name for name in resume] if resume else None
                 results = train_group(configs, target, on_event=self.events.append, should_stop=self.stop.is_set,
                                       dataset=self.dataset, resume=resume)
             except KeyboardInterrupt:   # stopped while loading: no run was made

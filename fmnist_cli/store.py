@@ -548,12 +548,21 @@ class RunStore:
         return {p.name: p.read_bytes() for p in sorted(Path(run_dir).iterdir())
                 if p.name in RUN_FILES and p.name != ".lock" and p.is_file()}
 
-    def receive_run(self, run_id: str, files: dict[str, bytes]) -> Path:
+    def receive_run(self, run_id: str, files: dict[str, bytes], resumed: bool = False) -> Path:
         """Put a packed run into this folder, whole or not at all: written into a hidden folder, then
-        renamed into place, so no reader (nor a crash) ever sees part of it."""
+        renamed into place, so no reader (nor a crash) ever sees part of it. `resumed`: the run went on
+        from a checkpoint of this folder's run of that id, and replaces its files one by one, each
+        whole, run.json last (what a resume in place writes too)."""
         if not RUN_ID_RE.match(run_id) or set(files) - RUN_FILES:
             raise StorageError(f"Refused a run sent back as {run_id!r}: not a run id, or files fmnist does not write.")
         target = self.root / run_id
+        if resumed and target.is_dir():
+            try:
+                for name in sorted(files, key=lambda n: n == "run.json"):
+                    atomic_write_bytes(target / name, files[name])
+            except OSError as err:
+                raise storage_error(err, target) from None
+            return target
         staging = self.root / f".incoming-{run_id}-{secrets.token_hex(3)}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)

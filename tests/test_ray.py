@@ -251,6 +251,40 @@ def test_a_stop_keeps_finished_epochs_and_starts_no_queued_unit(session, runs_di
 
 
 @pytest.mark.ray
+def test_runs_sent_back_go_on_from_their_checkpoints(session, runs_dir):
+    """Workers without the runs folder: a stopped comparison's runs come back interrupted with their
+    checkpoints; `--resume` ships them to the workers, and they come back under the same ids with the
+    numbers of an unbroken comparison."""
+    from fmnist_cli.ray_executor import RayExecutor
+    from fmnist_cli.training import StopFlag
+
+    store = RunStore(runs_dir)
+    unbroken = cmp.execute(store, new_record(store, "sgd", "adam", epochs=40), executor=RayExecutor(shared=False))
+    record = new_record(store, "sgd", "adam", epochs=40)
+    stop = StopFlag()
+
+    def on_event(event):
+        if isinstance(event, EpochEnd) and event.epoch >= 2:
+            stop.event.set()
+
+    record = cmp.execute(store, record, on_event=on_event, should_stop=stop, executor=RayExecutor(shared=False))
+    ids = [v.runs[0] for v in record.variants]
+    for run_id in ids:
+        info = store.load_run(runs_dir / run_id)
+        assert info.status == Status.INTERRUPTED and 2 <= info.record.model_epoch < 40, info
+    events = []
+    record = cmp.execute(store, store.read_comparison(record.id), on_event=events.append,
+                         executor=RayExecutor(shared=False))
+    assert not record.errors and [v.runs[0] for v in record.variants] == ids
+    assert [e.resumed for e in events if type(e).__name__ == "Plan"] == [2]
+    assert histories(store, record) == histories(store, unbroken)
+    for run_id in ids:
+        info = store.load_run(runs_dir / run_id)
+        assert info.status == Status.COMPLETED and info.record.epochs_run == 40 and info.model_path
+    assert not [p.name for p in runs_dir.iterdir() if p.name.startswith(".")]   # no marker, no staging
+
+
+@pytest.mark.ray
 def test_a_killed_worker_fails_its_runs_and_resume_retrains_them(session, runs_dir):
     """`kill -9` of the worker training one unit: its runs are failed with the reason (never left
     running), the other unit finishes, the comparison exits 1; resume trains the lost runs again."""
