@@ -44,6 +44,7 @@ class StorageError(FmnistError):
 
 
 class ClusterError(FmnistError):
-    """The Ray cluster cannot be reached, refuses this client, or lost a worker."""
+    """The Ray cluster refuses this client, cannot start, or lost a worker. (An address that leads to
+    no cluster, unreadable or where nothing answers, is a UsageError: the user mistyped it.)"""
 
     exit_code = 1

@@ -21,24 +21,51 @@ def _pyplot():
     return plt
 
 
+def _fitted_title(fig, title: str, fontsize: float) -> None:
+    """The figure's title, kept inside it: a run name can make it wider than the figure, so it wraps
+    between words (never inside a run id), and a line wider still gets a smaller font. Measured, not
+    counted: an id of digits or capitals is wider than one of small letters."""
+    import math
+    import textwrap
+
+    text = fig.suptitle(title, fontsize=fontsize)
+    renderer = fig.canvas.get_renderer()
+    room = 0.96 * fig.bbox.width
+    width = text.get_window_extent(renderer).width
+    if width <= room:
+        return
+    # Lines of about equal length: a greedy wrap leaves a last word alone on the second line.
+    rows = math.ceil(width / room)
+    chars = math.ceil(len(title) / rows)
+    while len(lines := textwrap.wrap(title, chars, break_long_words=False, break_on_hyphens=False)) > rows:
+        chars += 1
+    text.set_text("\n".join(lines))
+    for _ in range(5):   # a few steps: glyph widths do not shrink quite in proportion to the size
+        width = text.get_window_extent(renderer).width
+        if width <= room:
+            break
+        text.set_fontsize(text.get_fontsize() * 0.98 * room / width)
+
+
 def confusion_figure(classes: list[str], matrix: list[list[int]], title: str):
-    """The confusion matrix as a heatmap with the count in each cell (scikit-learn's own display)."""
+    """The confusion matrix as a heatmap with the count in each cell (scikit-learn's own display).
+    The title is the figure's, over heatmap and colorbar both, and constrained layout makes room for
+    it: an axes title is centred on the heatmap alone, and a long one ran into the colorbar."""
     plt = _pyplot()
     import numpy as np
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    fig, ax = plt.subplots(figsize=(7.6, 6.4))
+    fig, ax = plt.subplots(figsize=(7.6, 6.4), layout="constrained")
     labels = [f"{i} {name}" for i, name in enumerate(classes)]
     display = ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels)
     display.plot(ax=ax, cmap="Blues", colorbar=True, xticks_rotation=45, values_format="d")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=11)
+    _fitted_title(fig, title, fontsize=11)
     # The rotated labels read better anchored at their end, under their column.
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
         label.set_rotation_mode("anchor")
-    fig.tight_layout()
     return fig
 
 

@@ -75,6 +75,8 @@ class RayExecutor:
             raise UsageError(f"--cpus-per-unit must be above 0, not {cpus_per_unit:g}.")
         if not gpus_per_unit >= 0:
             raise UsageError(f"--gpus-per-unit must be 0 or more, not {gpus_per_unit:g}.")
+        # where the address came from, for messages: the user fixes that one
+        self.source = "--address" if (address or "").strip() else "$RAY_ADDRESS"
         self.address = (address or os.environ.get("RAY_ADDRESS") or "").strip() or None
         self.cpus_per_unit, self.gpus_per_unit = float(cpus_per_unit), float(gpus_per_unit)
         self.max_workers, self.shared = max_workers, shared
@@ -168,29 +170,31 @@ class RayExecutor:
 
     def _check_reachable(self) -> None:
         """Ray retries an address where nothing answers for minutes; a plain connection says so in
-        seconds. ("auto" and the like are Ray's to resolve.)"""
+        seconds. ("auto" and the like are Ray's to resolve.) An address that is not HOST:PORT, where
+        nothing answers, or where something other than Ray answers is all one thing to the user: a
+        wrong --address, bad input (exit 2) like any other bad option value."""
         host, colon, port = self.address.split("://")[-1].rpartition(":")
-        if not colon:
-            if self.address in ("auto", "local"):
-                return
-            raise UsageError(f"Cannot read the Ray address {self.address!r}: give it as HOST:PORT "
-                             "(--address or $RAY_ADDRESS).")
-        if not port.isdigit() or not host:
-            raise UsageError(f"Cannot read the Ray address {self.address!r}: give it as HOST:PORT "
-                             "(--address or $RAY_ADDRESS).")
+        if not colon and self.address in ("auto", "local"):
+            return
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise self._unreadable_address()
         try:
             conn = socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS)
-        except (OSError, ValueError, OverflowError) as err:
+        except (OSError, ValueError) as err:
             why = getattr(err, "strerror", None) or str(err) or type(err).__name__
-            raise ClusterError(f"Cannot reach the Ray cluster at {self.address} ({why.lower()}); check --address "
-                               "(or $RAY_ADDRESS), and that `ray start --head` runs there.") from None
+            raise UsageError(f"Cannot reach the Ray cluster at {self.address} ({why.lower()}): check "
+                             f"{self.source}, and that `ray start --head` runs there.") from None
         with conn:
             if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):
                 answer = _speaks_grpc(conn)
                 if answer is not True:
-                    raise ClusterError(f"Something answers at {self.address}, but not as a Ray cluster ({answer}); "
-                                       "check --address (or $RAY_ADDRESS): it is the head node's port, "
-                                       "6379 unless `ray start --head --port` chose another.")
+                    raise UsageError(f"Something answers at {self.address}, but not as a Ray cluster ({answer}): "
+                                     f"check {self.source}, which names the head node's port (6379 unless "
+                                     "`ray start --head --port` chose another).")
+
+    def _unreadable_address(self) -> UsageError:
+        return UsageError(f"Cannot read the Ray address {self.address!r} from {self.source}: give the head "
+                          "node's HOST:PORT, as in head-node:6379.")
 
     def _connect_error(self, err: Exception) -> FmnistError:
         chain, e = [], err
@@ -203,8 +207,7 @@ class RayExecutor:
                                 "token in $RAY_AUTH_TOKEN, or in a file named by $RAY_AUTH_TOKEN_PATH "
                                 "(`ray get-auth-token` on the head node prints it).")
         if "Invalid address" in text:
-            return UsageError(f"Cannot read the Ray address {self.address!r}: give it as HOST:PORT "
-                              "(--address or $RAY_ADDRESS).")
+            return self._unreadable_address()
         # Ray's "Failed to connect to GCS. Last connection error: Traceback (most recent call last):"
         # says what failed in its first sentence; the rest is the start of a traceback
         detail = re.split(r"\.?\s*(?:Last connection error:|Traceback \(most recent call last\))",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import json
 import math
 import re
 import types
@@ -52,6 +53,8 @@ class Status(str, enum.Enum):
 FINISHED = (Status.COMPLETED, Status.DIVERGED)
 # Runs a resume continues from their checkpoints (`train --resume`, `compare --resume`).
 RESUMABLE = (Status.INTERRUPTED, Status.CRASHED, Status.FAILED)
+# What run.json may say: `crashed` and `broken` are worked out on reading, never stored.
+STORED = (Status.RUNNING, Status.COMPLETED, Status.INTERRUPTED, Status.DIVERGED, Status.FAILED)
 # One colour per status, for every table and the reports.
 COLORS = {Status.COMPLETED: "green", Status.INTERRUPTED: "yellow", Status.DIVERGED: "red",
           Status.FAILED: "red", Status.CRASHED: "red", Status.BROKEN: "red", Status.RUNNING: "cyan",
@@ -63,7 +66,10 @@ class Broken(ValueError):
 
 
 def describe(value) -> str:
-    """A short rendering of a bad value for a reason: `12345`, `'x'`, `a list`."""
+    """A short rendering of a bad value for a reason: `12345`, `'x'`, `a list`, `null` (JSON's names:
+    the reader of the reason wrote JSON, not Python)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
     if isinstance(value, (list, dict)):
         return f"a {'list' if isinstance(value, list) else 'JSON object'}"
     text = repr(value)
@@ -72,23 +78,27 @@ def describe(value) -> str:
 
 # --- the generic reader ---------------------------------------------------------------------------
 
-def _convert(value, hint, where: str):
-    """`value` read as type `hint` (the dataclass annotation), or Broken saying what is wrong."""
+def _convert(value, hint, where: str, choices: tuple | None = None):
+    """`value` read as type `hint` (the dataclass annotation), or Broken saying what is wrong.
+    `choices`: the enum members the field may hold (a field's `choices` metadata), all if None."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], where)
+        return _convert(value, inner[0], where, choices)
     if hint is Any:
         return value
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        allowed = tuple(choices or hint)
         try:
-            return hint(value)
+            member = hint(value)
         except (ValueError, TypeError):
-            raise Broken(f"{where} is {describe(value)}, not one of: "
-                         f"{', '.join(m.value for m in hint)}") from None
+            member = None
+        if member not in allowed:   # the reason lists only what may stand here
+            raise Broken(f"{where} is {describe(value)}, not one of: {', '.join(m.value for m in allowed)}")
+        return member
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         rec = hint.from_json(value)
         if rec.broken:
@@ -147,16 +157,19 @@ class Record:
         if not isinstance(data, dict):
             return cls(**fallback, broken=f"not a JSON object ({describe(data)})")
         hints = _hints(cls)
-        kwargs, problems = dict(fallback), []
+        kwargs, problems, missing = dict(fallback), [], []
         for f in dataclasses.fields(cls):
             if f.name == "broken" or f.name not in data:
                 if f.name in cls.REQUIRED and f.name not in data:
-                    problems.append(f"{f.name} is missing")
+                    missing.append(f"{f.name} is missing")
                 continue
             try:
-                kwargs[f.name] = _convert(data[f.name], hints[f.name], f.name)
+                kwargs[f.name] = _convert(data[f.name], hints[f.name], f.name, f.metadata.get("choices"))
             except Broken as err:
                 problems.append(str(err))
+        # A wrong value first: it is what a hand edit did, and the reason shows one problem only
+        # (`{"status": 42}` is about the status, not the id that the folder's name stands in for).
+        problems += missing
         record = cls(**kwargs)
         if not problems:
             try:
@@ -245,7 +258,7 @@ class RunRecord(Record):
     REQUIRED: ClassVar = ("id", "status")
 
     id: str = ""
-    status: Status = Status.RUNNING
+    status: Status = field(default=Status.RUNNING, metadata={"choices": STORED})
     created: str | None = None          # ISO time the folder was made
     pid: int | None = None              # the training process, to tell `running` from `crashed`
     host: str | None = None
@@ -270,10 +283,6 @@ class RunRecord(Record):
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     format: int = FORMAT
     broken: str | None = None
-
-    def check(self) -> None:
-        if self.status in (Status.MISSING, Status.INCOMPLETE, Status.BROKEN, Status.CRASHED):
-            raise Broken(f"'status' is {self.status.value!r}, which a run never stores")
 
 
 @dataclass(kw_only=True)

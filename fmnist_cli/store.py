@@ -121,6 +121,18 @@ def _read(path: Path, what: str):
         return None, f"{what} is {'empty' if size == 0 else 'not valid JSON'}"
 
 
+def _not_a_model_file(path: Path) -> str | None:
+    """Why a model.keras that is there is no file (a folder, a dangling link), for a reason; None when
+    it is a file or simply missing. save_model only ever renames a file into place, so this is damage."""
+    if path.is_file() or not (path.exists() or path.is_symlink()):
+        return None
+    if path.is_dir():
+        return "model.keras is a folder, not a model file"
+    if not path.exists():
+        return "model.keras is a link to nothing"
+    return "model.keras is not a regular file"
+
+
 def absolute(path: str | os.PathLike) -> Path:
     """`~` expanded and made absolute (not resolved: a link the user chose keeps its name)."""
     path = Path(path).expanduser()
@@ -374,6 +386,10 @@ class RunStore:
     def load_model(self, run_dir: Path):
         """Open a run's model with Keras's safe mode: a model file can never run code of its own."""
         path = run_dir / "model.keras"
+        damage = _not_a_model_file(path)
+        if damage:
+            raise BrokenRecord(f"Run {run_dir.name} is broken ({damage}), so it has no model to open; train it "
+                               f"again, or remove it with `fmnist runs rm {run_dir.name}`.")
         if not path.is_file():
             info = self.load_run(run_dir)
             raise RunNotFound(f"Run {run_dir.name} has no saved model (status: {info.status}); "
@@ -419,6 +435,8 @@ class RunStore:
             status = Status.CRASHED
         if not reason and history is None and (status == Status.COMPLETED or record.epochs_run):
             reason = "history.json is missing"
+        if not reason and model_path is None and status != Status.RUNNING:
+            reason = _not_a_model_file(model)   # a folder is damage, not a model yet to be saved
         if not reason and status == Status.COMPLETED and model_path is None and history and history["loss"]:
             reason = "model.keras is missing"
         if status == Status.RUNNING and reason == "config.json is missing" and record.broken is None:

@@ -122,6 +122,25 @@ def test_model_file_that_is_a_directory_or_empty(trained, runs_dir):
     assert_clean_error(invoke("evaluate", run.name), None, "model")
 
 
+def test_model_file_that_is_a_folder_is_listed_as_damaged(fake_engine, runs_dir):
+    """A folder where model.keras should be is damage (save_model only renames a file into place),
+    not a model that is missing; `evaluate` says so before it opens anything."""
+    import json
+
+    from fmnist_cli.errors import BrokenRecord
+    from fmnist_cli.store import RunStore
+
+    run_id = json.loads(invoke("train", "--epochs", "1", "--json").stdout)["run_id"]
+    model = runs_dir / run_id / "model.keras"
+    model.unlink()
+    model.mkdir()
+    (listed,) = json.loads(invoke("runs", "--json").stdout)
+    assert listed["status"] == "broken" and listed["reason"] == "model.keras is a folder, not a model file"
+    assert "model.keras is a folder" in invoke("runs").stdout
+    with pytest.raises(BrokenRecord, match="model.keras is a folder, not a model file"):
+        RunStore(runs_dir).load_model(runs_dir / run_id)
+
+
 def test_foreign_keras_model_is_refused_cleanly(trained, runs_dir):
     keras = keras_tf()
     run = copy_run(trained, runs_dir)

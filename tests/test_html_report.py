@@ -282,6 +282,27 @@ def test_evaluate_plot_draws_the_heatmap_and_stores_the_details(trained, runs_di
     assert result.exit_code == 0 and page.tags["svg"] == 2 and f"{printed['accuracy']:.4f}" in page.text
 
 
+@pytest.mark.parametrize("name", ["adam-relu", "W" * 64])
+def test_the_heatmap_title_stays_inside_the_figure_and_clear_of_the_colorbar(tmp_path, name):
+    """It was the heatmap's title, centred on the heatmap alone, and ran into the colorbar; now the
+    figure's, wrapped and shrunk as a run name (up to 64 characters, capitals the widest) needs."""
+    from fmnist_cli import figures
+
+    matrix = [[90 if i == j else i + j for j in range(10)] for i in range(10)]
+    title = f"Run 20260101-000000-{name}-3f2a, test split (10000 images): accuracy 0.8812"
+    fig = figures.confusion_figure([f"class {i}" for i in range(10)], matrix, title)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (text,) = [t for t in fig.texts if t.get_text().replace("\n", " ") == title]
+    box = text.get_window_extent(renderer)
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert len(fig.axes) == 2   # the heatmap and its colorbar, tick labels included, below the title
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_tightbbox(renderer)), ax
+    figures.save_png(fig, tmp_path / "confusion.png")
+    assert_not_blank(tmp_path / "confusion.png", (760, 640))
+
+
 def test_evaluate_plot_path_is_checked_before_the_model_loads(tmp_path, runs_dir, monkeypatch):
     from fmnist_cli import evaluation
 

@@ -55,7 +55,7 @@ def test_an_address_where_nothing_answers_fails_in_a_second(runs_dir):
     pytest.importorskip("ray")
     started = time.monotonic()
     result = invoke("compare", "sgd", "--executor", "ray", "--address", f"127.0.0.1:{free_port()}", "--quiet")
-    assert_clean_error(result, 1, "Cannot reach the Ray cluster at 127.0.0.1:", "ray start --head")
+    assert_clean_error(result, 2, "Cannot reach the Ray cluster at 127.0.0.1:", "ray start --head", max_sentences=1)
     assert time.monotonic() - started < 10 and not (runs_dir / "comparisons").exists()
 
 
@@ -81,13 +81,34 @@ def test_an_address_that_answers_but_not_as_ray_fails_in_seconds(reply, runs_dir
     try:
         started = time.monotonic()
         result = invoke("compare", "sgd", "--executor", "ray", "--address", f"127.0.0.1:{port}", "--quiet")
-        assert_clean_error(result, 1, f"Something answers at 127.0.0.1:{port}, but not as a Ray cluster",
-                           "no answer in" if reply is None else "does not speak gRPC")
+        assert_clean_error(result, 2, f"Something answers at 127.0.0.1:{port}, but not as a Ray cluster",
+                           "no answer in" if reply is None else "does not speak gRPC", max_sentences=1)
         assert time.monotonic() - started < 10 and not (runs_dir / "comparisons").exists()
     finally:
         for conn in held:
             conn.close()
         server.close()
+
+
+@pytest.mark.parametrize("address, env, text", [
+    ("nonsense::", False, "Cannot read the Ray address 'nonsense::' from --address: give the head node's HOST:PORT"),
+    ("head-node:99999", False, "Cannot read the Ray address 'head-node:99999' from --address"),
+    ("nonsense::", True, "Cannot read the Ray address 'nonsense::' from $RAY_ADDRESS"),
+    ("127.0.0.1:{port}", False, "Cannot reach the Ray cluster at 127.0.0.1:"),
+    ("127.0.0.1:{port}", True, "check $RAY_ADDRESS"),
+])
+def test_an_address_unreadable_or_unreachable_is_bad_input_alike(address, env, text, runs_dir, monkeypatch):
+    """Either way the address is wrong, and the user fixes it: exit 2 (as for any bad option value) and
+    one sentence naming where it came from; it was 2 for one and 1 for the other."""
+    pytest.importorskip("ray")
+    address = address.format(port=free_port())
+    if env:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = invoke("compare", "sgd", "--executor", "ray", *([] if env else ["--address", address]), "--quiet")
+    assert_clean_error(result, 2, text, max_sentences=1)
+    assert not (runs_dir / "comparisons").exists()
 
 
 def test_a_failed_join_says_what_failed_without_ray_s_traceback():

@@ -48,14 +48,25 @@ def test_unknown_keys_are_ignored():
     ({"status": "nope"}, "status is 'nope'"),
     ({"status": 3}, "status is 3"),
     ({"pid": "12"}, "pid should be a whole number"),
-    ({"pid": True}, "pid should be a whole number"),
+    ({"pid": True}, "pid should be a whole number, not true"),
+    ({"status": None}, "status is null, not one of"),
     ({"evaluations": {"test": {"accuracy": "high"}}}, "accuracy should be a number"),
     ({"evaluations": []}, "evaluations should be a JSON object"),
-    ({"status": "broken"}, "never stores"),
+    ({"final": {"loss": "low"}}, "final.loss should be a number, not 'low'"),
+    ({"status": "broken"}, "status is 'broken', not one of: running, completed, interrupted, diverged, failed"),
+    ({"status": "crashed"}, "status is 'crashed', not one of"),
 ])
 def test_a_wrong_value_makes_the_record_broken_with_a_reason(change, reason):
     record = RunRecord.from_json({**a_run_record().to_json(), **change})
     assert record.broken and reason in record.broken
+
+
+@pytest.mark.parametrize("data", [{"status": 42}, {"status": 42, "id": "20260101-000000-x"}])
+def test_a_wrong_status_is_the_reason_whether_or_not_the_id_is_there(data):
+    """The reason shows one problem: a wrong value, not the missing id the folder's name stands in for."""
+    record = RunRecord.from_json(data, id="20260101-000000-x")
+    assert record.broken == "status is 42, not one of: running, completed, interrupted, diverged, failed"
+    assert RunRecord.from_json({"status": "completed"}, id="x").broken == "id is missing"
 
 
 @pytest.mark.parametrize("data", [[1, 2], None, 5, "x", {}, {"variants": 5}, {"id": "a", "repeats": 2, "variants": []},
