@@ -35,7 +35,7 @@ def first_clause(message: str) -> str:
 class Status(str, enum.Enum):
     """A run's, a variant's or a comparison's state. A str, so it compares and prints as its value."""
 
-    RUNNING = "running"          # being trained (or its folder being created) by a live process
+    RUNNING = "running"          # being trained by a live process
     COMPLETED = "completed"      # every epoch asked for, or stopped early by its own rule
     INTERRUPTED = "interrupted"  # stopped by Ctrl-C or SIGTERM; the finished epochs are kept
     DIVERGED = "diverged"        # the loss exploded; a result (the same seed diverges again)

@@ -235,9 +235,10 @@ class RunStore:
     # --- runs: writing ----------------------------------------------------------------------------
 
     def create_run(self, config: RunConfig) -> Path:
-        """A new, uniquely named run folder holding config.json and a `running` run.json, or nothing:
-        a folder whose files could not be written (disk full) is removed again. `mkdir` is atomic,
-        so two processes never get the same folder."""
+        """A new, uniquely named run folder holding config.json and a `running` run.json, or nothing
+        (disk full, say). Both files are written in a hidden folder that is then renamed into place:
+        a run folder never exists without them, so one without them is damage, shown `broken` at
+        once. The rename fails when another process took the id first, and a new id is drawn."""
         slug = config.name or f"{config.optimizer.name}-{config.activation}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -246,24 +247,29 @@ class RunStore:
         for _ in range(100):
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
             run_dir = self.root / run_id
+            if run_dir.exists() or run_dir.is_symlink():
+                continue
+            staging = self.root / f".new-{run_id}"
             try:
-                run_dir.mkdir()
-                break
+                staging.mkdir()
             except FileExistsError:
                 continue
             except OSError as err:
                 raise storage_error(err, self.root) from None
-        else:
-            raise StorageError(f"Could not find a free run id in {self.root}.")
-        try:   # run.json first: from then on the folder lists as `running` (its process is alive)
-            record = RunRecord(id=run_id, status=Status.RUNNING, created=now(), pid=os.getpid(),
-                               host=socket.gethostname(), comparison=config.comparison)
-            atomic_write_json(run_dir / "run.json", record.to_json())
-            atomic_write_json(run_dir / "config.json", config.to_dict())
-        except BaseException:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-        return run_dir
+            try:
+                record = RunRecord(id=run_id, status=Status.RUNNING, created=now(), pid=os.getpid(),
+                                   host=socket.gethostname(), comparison=config.comparison)
+                atomic_write_json(staging / "run.json", record.to_json())
+                atomic_write_json(staging / "config.json", config.to_dict())
+                os.rename(staging, run_dir)   # onto a non-empty folder (another run's) it fails
+                return run_dir
+            except BaseException as err:
+                shutil.rmtree(staging, ignore_errors=True)
+                if not isinstance(err, OSError):
+                    raise
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise storage_error(err, self.root) from None
+        raise StorageError(f"Could not find a free run id in {self.root}.")
 
     @contextlib.contextmanager
     def _locked(self, run_dir: Path):
@@ -439,15 +445,8 @@ class RunStore:
             reason = _not_a_model_file(model)   # a folder is damage, not a model yet to be saved
         if not reason and status == Status.COMPLETED and model_path is None and history and history["loss"]:
             reason = "model.keras is missing"
-        if status == Status.RUNNING and reason == "config.json is missing" and record.broken is None:
-            reason = None   # being created this instant: run.json is written first
         if reason and not (run_dir / "config.json").exists() and not (run_dir / "run.json").exists():
-            # A folder whose start failed before its files were written; one being made right now
-            # (another process between mkdir and its first write) is young, and shown as running.
-            if not _stale(run_dir):
-                status, reason = Status.RUNNING, None
-            else:
-                reason = "a run folder without its files (its start failed before they were saved)"
+            reason = "a run folder without its files (made by hand, or they were removed)"
         if reason:
             status = Status.BROKEN
         return RunInfo(id=run_dir.name, run_dir=str(run_dir), status=status, record=None if record.broken else record,
@@ -498,7 +497,7 @@ class RunStore:
         for folder in (self.root, self.comparisons_dir):
             with contextlib.suppress(OSError):
                 for p in folder.iterdir():
-                    if p.name.startswith((".trash-", ".incoming-")) and _stale(p):
+                    if p.name.startswith((".trash-", ".incoming-", ".new-")) and _stale(p):
                         shutil.rmtree(p, ignore_errors=True)
                     elif _is_leftover(p.name) and _stale(p):
                         p.unlink()
