@@ -288,6 +288,7 @@ def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict) ->
                        status=info.status, message=info.reason or info.get("message"),
                        best_epoch=info.get("best_epoch"), best_val_accuracy=info.get("best_val_accuracy"),
                        seconds=info.get("seconds"), group_size=info.get("group_size", 1),
+                       resumed_from=info.get("resumed_from"),
                        history=info.history if info.status != Status.BROKEN else None)
 
 
@@ -350,12 +351,15 @@ def aggregate(slot_list: list[SlotSummary], monitor: str = DEFAULT_MONITOR) -> d
             s = stat([h[m][e] for h in histories if len(h[m]) > e])
             for k in ("mean", "std", "n"):
                 per_epoch[m][k].append(s[k])
-    # One figure per run (its mean epoch time, leaving out the first, compiling epoch where there are
-    # others), so that ± is spread over seeds like every other column.
-    # Runs stepped together in one program share each epoch's wall time: each is charged its share.
+    # One figure per run (its mean epoch time, leaving out the compiling epochs, the first and the
+    # first after each resume, where there are others), so that ± is spread over seeds like every
+    # other column. Runs stepped together in one program share each epoch's wall time: each is
+    # charged its share.
     secs = []
     for s in usable:
-        timed = s.history.get("seconds", [])[1:] or s.history.get("seconds", [])
+        seconds = s.history.get("seconds", [])
+        compiled = {0, *(s.resumed_from or ())}   # 0-based: the epoch after checkpoint k is index k
+        timed = [t for i, t in enumerate(seconds) if i not in compiled] or seconds
         if timed:
             secs.append(sum(timed) / len(timed) / (s.group_size or 1))
     best_idx = [best_index(h[monitor], monitor) for h in histories]

@@ -280,6 +280,7 @@ class RunRecord(Record):
     message: str | None = None          # why it failed, diverged or was interrupted
     model_epoch: int | None = None      # the epoch whose weights model.keras holds
     checkpoint_seconds: float | None = None   # spent on per-epoch checkpoints (this session)
+    resumed_from: list[int] | None = None   # the checkpoint epoch of each resume: the next one compiled
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     format: int = FORMAT
     broken: str | None = None
@@ -460,6 +461,7 @@ class SlotSummary(Record):
     best_val_accuracy: float | None = None
     seconds: float | None = None
     group_size: int = 1
+    resumed_from: list[int] | None = None
     history: dict | None = None
 
 

@@ -178,11 +178,12 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     versions = backend.describe()
     started = time.time()
     before = [_seconds_so_far(store, d, s) for d, s in zip(run_dirs, starts)] if resume else [0.0] * len(run_dirs)
-    for d in run_dirs:
+    for d, start in zip(run_dirs, starts or [None] * len(run_dirs)):
         fields = dict(versions=versions, group_size=len(configs), engine=first.resolved_engine,
                       n_train=len(split.y_train), n_val=len(split.y_val), data_dir=str(dataset.directory))
         if resume:
-            fields.update(status=Status.RUNNING, pid=os.getpid(), host=socket.gethostname(), message=None)
+            fields.update(status=Status.RUNNING, pid=os.getpid(), host=socket.gethostname(), message=None,
+                          resumed_from=[*(store.read_record(d).resumed_from or ()), start.epoch])
         else:
             fields.update(started=now())
         store.update_run(d, **fields)

@@ -136,6 +136,14 @@ def test_compare_resume_goes_on_from_the_checkpoints_with_the_unbroken_numbers(r
     assert sorted({e.epoch for e in ends if isinstance(e, EpochEnd)}) == [3, 4]
     assert [v.runs[0] for v in record.variants] == ids
     assert [store.load_run(runs_dir / i).status for i in ids] == [Status.COMPLETED] * 2
+    # s/epoch leaves out both compiling epochs: the first, and the first after the resume
+    assert [store.read_record(runs_dir / i).resumed_from for i in ids] == [[2], [2]]
+    summary = cmp.summarize(store, record)
+    for variant, run_id in zip(summary.variants, ids):
+        seconds = store.read_history(runs_dir / run_id)["seconds"]
+        share = variant.runs[0].group_size
+        expected = (seconds[1] + seconds[3]) / 2 / share
+        assert abs(variant.aggregate["seconds_per_epoch"]["mean"] - expected) < 1e-9
 
     whole_store = RunStore(tmp_path / "whole")
     whole = cmp.new_comparison(whole_store, base, cmp.expand(base, ["sgd", "adam"], {}), 1, ["test"])

@@ -235,7 +235,10 @@ def test_a_write_that_fails_says_which_file_exit_1(tmp_path, comparison, monkeyp
 def test_a_run_without_a_finished_epoch_or_damaged_is_one_sentence(runs_dir, fake_engine, tmp_path):
     fake_engine.stop_after = 0
     assert invoke("train", "--epochs", "2", "--name", "empty").exit_code == 130
-    assert_clean_error(invoke("report", "empty", "--html", tmp_path / "r.html"), 2,
+    assert not list(runs_dir.glob("*empty*"))   # a train stopped in its first epoch keeps nothing
+    invoke("compare", "sgd", "--epochs", "2")    # a comparison keeps its slots' runs, to resume
+    empty = RunStore(runs_dir).list_runs()[0].id
+    assert_clean_error(invoke("report", empty, "--html", tmp_path / "r.html"), 2,
                        "has no finished epoch (status: interrupted)")
     fake_engine.stop_after = None
     assert invoke("train", "--epochs", "2", "--name", "damaged").exit_code == 0
