@@ -561,9 +561,13 @@ class RunStore:
 
     @staticmethod
     def pack_run(run_dir: Path) -> dict[str, bytes]:
-        """A finished run's files as bytes, to send to the machine that keeps the runs."""
-        return {p.name: p.read_bytes() for p in sorted(Path(run_dir).iterdir())
-                if p.name in RUN_FILES and p.name != ".lock" and p.is_file()}
+        """A run's files as bytes: a finished one, to send to the machine that keeps the runs, or one
+        to go on from its checkpoint, to send to a worker."""
+        try:
+            return {p.name: p.read_bytes() for p in sorted(Path(run_dir).iterdir())
+                    if p.name in RUN_FILES and p.name != ".lock" and p.is_file()}
+        except OSError as err:
+            raise storage_error(err, run_dir) from None
 
     def receive_run(self, run_id: str, files: dict[str, bytes], resumed: bool = False) -> Path:
         """Put a packed run into this folder, whole or not at all: written into a hidden folder, then
