@@ -269,3 +269,20 @@ def test_the_batch_order_is_jax_random_permutation():
     proc = subprocess.run([sys.executable, "-c", PERMUTATION_SCRIPT], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True] * 10
+
+
+def test_segments_stay_short_at_small_batches_and_unchanged_for_the_book():
+    """A stop is seen between segments: at `--batch-size 4` the per-step overhead and the update
+    dominate, and counting the products alone made a comparison's whole epoch one segment (Ctrl-C
+    then waited 1.4 s). The book's model keeps its two segments an epoch."""
+    from fmnist_cli.config import RunConfig
+    from fmnist_cli.engines.fused import _segments
+
+    book = RunConfig().validate()
+    assert len(_segments(1500, [book], 32)) == 2
+    small = RunConfig(hidden=(32,), batch_size=4).validate()
+    for runs in (1, 2, 4):
+        segments = _segments(12000, [small] * runs, 4)
+        assert max(b - a for a, b in segments) <= 3000 // runs + 1, segments
+        assert segments[0][0] == 0 and segments[-1][1] == 12000
+        assert all(b == a2 for (_, b), (a2, _) in zip(segments, segments[1:]))

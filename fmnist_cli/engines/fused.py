@@ -67,10 +67,19 @@ def train(configs, split, on_event, should_stop, checkpoint=None, starts=None) -
 SEGMENT_FLOPS = 2e10
 
 
+# A step's cost beside its products, in the same units (measured on the CPU): the optimizer's update
+# of every weight (Adam: about 80 floating-point operations' time a weight) and a fixed overhead per
+# run. At a small batch they dominate: counting the products alone, `--batch-size 4` ran a whole
+# epoch of a comparison as one segment, and Ctrl-C waited 1.4 s.
+UPDATE_FLOPS_PER_WEIGHT = 80
+STEP_OVERHEAD_FLOPS = 4e6
+
+
 def _segments(steps: int, configs, batch_size: int) -> list[tuple[int, int]]:
     """(first step, end step) of each segment: equal lengths but the last, so at most two programs
     (a program takes its first step as data)."""
-    per_step = 6 * batch_size * sum(c.param_count() for c in configs)   # forward + backward
+    per_step = sum((6 * batch_size + UPDATE_FLOPS_PER_WEIGHT) * c.param_count() + STEP_OVERHEAD_FLOPS
+                   for c in configs)   # forward + backward, the update, the overhead
     most = max(1, int(SEGMENT_FLOPS // per_step))
     length = math.ceil(steps / math.ceil(steps / most))
     return [(a, min(a + length, steps)) for a in range(0, steps, length)]
