@@ -253,7 +253,8 @@ def execute(store: RunStore, record: ComparisonRecord, data_dir=None, jobs: int 
                 outcome = [None] * len(chunk)
             for (vi, r, _), result in zip(chunk, outcome):
                 # A failed unit clears its slots: an older interrupted run must not stand in for it.
-                record.variants[vi].runs[r] = result.run_id if result is not None else None
+                # So does a run stopped before its first epoch finished: it was not kept.
+                record.variants[vi].runs[r] = result.run_id if result is not None and result.kept else None
                 on_event(RunDone(variant=vi, repeat=r, status=result.status if result else Status.FAILED))
             store.save_comparison(record)
         record.errors = {f"{vi}:{r}": msg for (vi, r), msg in errors.items()}

@@ -383,6 +383,8 @@ class _Pool:
         results = outcome["results"]
         try:
             for result, files in zip(results, outcome.get("packed") or []):
+                if files is None:   # not kept: stopped before its first epoch finished
+                    continue
                 run_dir = self.store.receive_run(result.run_id, files, resumed=result.run_id in resumed)
                 result.run_dir = str(run_dir)
                 result.model_path = str(run_dir / "model.keras") if "model.keras" in files else None
@@ -478,7 +480,8 @@ class _Worker:
                 return {"error": str(err) if isinstance(err, FmnistError) else f"{type(err).__name__}: {err}"[:500]}
             if shared:
                 return {"results": results}
-            return {"results": results, "packed": [RunStore.pack_run(Path(r.run_dir)) for r in results]}
+            return {"results": results,
+                    "packed": [RunStore.pack_run(Path(r.run_dir)) if r.kept else None for r in results]}
         finally:
             if not shared:
                 shutil.rmtree(target, ignore_errors=True)

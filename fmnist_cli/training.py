@@ -241,6 +241,14 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     finally:
         with contextlib.suppress(ValueError):
             hooks.remove(hook)
+    for i, result in enumerate(results):
+        if result.status == Status.INTERRUPTED and not result.epochs_run:
+            # Stopped before its first epoch finished: no model, no figures, nothing a resume could
+            # go on from. Its folder would only be clutter (and a comparison's slot stays empty).
+            with contextlib.suppress(FmnistError, OSError):
+                store.remove_run(run_dirs[i])
+                results[i] = dataclasses.replace(result, kept=False, message="stopped before its first epoch "
+                                                 "finished: nothing was kept")
     return results
 
 
@@ -322,12 +330,6 @@ def _finish(store: RunStore, run_dir: Path, config: RunConfig, outcome: engines.
 def train(config: RunConfig, root: Path, data_dir=None, on_event=None, should_stop=None,
           resume: Path | None = None) -> RunResult:
     result = train_group([config], root, data_dir, on_event, should_stop, [resume] if resume else None)[0]
-    if resume is None and result.status == Status.INTERRUPTED and not result.epochs_run:
-        # Stopped before its first epoch finished: no model, no figures, nothing `--resume` could go
-        # on from. Its folder would only be clutter in `fmnist runs`.
-        with contextlib.suppress(FmnistError, OSError):
-            RunStore(root).remove_run(Path(result.run_dir))
-            result = dataclasses.replace(result, kept=False)
     if result.status == Status.FAILED:
         raise StorageError(result.message)
     return result

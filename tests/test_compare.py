@@ -170,6 +170,25 @@ def test_resume_trains_only_what_is_missing(runs_dir, fake_engine):
     assert all(v["status"] == "completed" for v in json.loads(result.stdout)["variants"])
 
 
+def test_runs_stopped_before_their_first_epoch_are_not_kept_and_resume_fills_their_slots(runs_dir, fake_engine):
+    """Nothing finished: no run folder stays behind (it was clutter that `--resume` replaced with a
+    new run and left listed), the slots stay empty, and `--resume` fills them."""
+    from fmnist_cli.store import RunStore
+
+    fake_engine.stop_after = 0
+    result = invoke("compare", "sgd", "adam", "--epochs", "2", "--json")
+    assert result.exit_code == 1, result.output   # no usable variant (the fake engine's stop is no Ctrl-C)
+    store = RunStore(runs_dir)
+    assert store.list_runs() == []
+    record = store.load_comparison("latest")
+    assert [v.runs for v in record.variants] == [[None], [None]]
+    fake_engine.stop_after = None
+    result = invoke("compare", "--resume", record.id, "--json")
+    assert result.exit_code == 0, result.output
+    assert len(store.list_runs()) == 2
+    assert all(v["status"] == "completed" for v in json.loads(result.stdout)["variants"])
+
+
 def test_results_never_depend_on_jobs_or_cores(monkeypatch):
     """Two batch sizes make two units; by default they train side by side, one process per core."""
     from fmnist_cli import cli

@@ -15,6 +15,7 @@ import pytest
 
 from helpers import TINY, assert_clean_error, copy_run, fmnist, invoke, read_json
 
+from fmnist_cli.config import RunConfig
 from fmnist_cli.records import Evaluation, RunRecord
 from fmnist_cli.store import RunStore
 
@@ -236,8 +237,9 @@ def test_a_run_without_a_finished_epoch_or_damaged_is_one_sentence(runs_dir, fak
     fake_engine.stop_after = 0
     assert invoke("train", "--epochs", "2", "--name", "empty").exit_code == 130
     assert not list(runs_dir.glob("*empty*"))   # a train stopped in its first epoch keeps nothing
-    invoke("compare", "sgd", "--epochs", "2")    # a comparison keeps its slots' runs, to resume
-    empty = RunStore(runs_dir).list_runs()[0].id
+    store = RunStore(runs_dir)   # one that crashed in its first epoch, say
+    empty = store.create_run(RunConfig(name="empty").validate()).name
+    store.update_run(store.root / empty, status="interrupted")
     assert_clean_error(invoke("report", empty, "--html", tmp_path / "r.html"), 2,
                        "has no finished epoch (status: interrupted)")
     fake_engine.stop_after = None
