@@ -121,6 +121,15 @@ def _read(path: Path, what: str):
         return None, f"{what} is {'empty' if size == 0 else 'not valid JSON'}"
 
 
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
 def _not_a_model_file(path: Path) -> str | None:
     """Why a model.keras that is there is no file (a folder, a dangling link), for a reason; None when
     it is a file or simply missing. save_model only ever renames a file into place, so this is damage."""
@@ -443,6 +452,10 @@ class RunStore:
             reason = "history.json is missing"
         if not reason and model_path is None and status != Status.RUNNING:
             reason = _not_a_model_file(model)   # a folder is damage, not a model yet to be saved
+        if not reason and model_path is not None and not _is_zip(model):
+            # A .keras file is a zip archive, and saves rename a whole one into place: anything else is
+            # damage, found here rather than by the next `evaluate`. (The end of the file is read.)
+            reason = "model.keras is not a Keras model file (not a zip archive): it is damaged or was replaced"
         if not reason and status == Status.COMPLETED and model_path is None and history and history["loss"]:
             reason = "model.keras is missing"
         if reason and not (run_dir / "config.json").exists() and not (run_dir / "run.json").exists():

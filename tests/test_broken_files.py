@@ -243,3 +243,16 @@ def test_load_model_always_asks_for_safe_mode(trained, runs_dir, monkeypatch):
     monkeypatch.setattr(keras.models, "load_model", spy)
     RunStore(runs_dir).load_model(copy_run(trained, runs_dir))
     assert seen.get("safe_mode") is True
+
+
+def test_a_model_file_that_is_not_a_keras_archive_is_listed_as_damaged(fake_engine, runs_dir):
+    """`echo garbage > model.keras`: `runs` lists the run broken at once, and `runs rm --broken`
+    removes it, rather than waiting for an `evaluate` to find out."""
+    import json
+
+    run_id = json.loads(invoke("train", "--epochs", "1", "--json").stdout)["run_id"]
+    (runs_dir / run_id / "model.keras").write_text("garbage\n")
+    (listed,) = json.loads(invoke("runs", "--json").stdout)
+    assert listed["status"] == "broken" and "not a Keras model file" in listed["reason"], listed
+    assert invoke("runs", "rm", "--broken", "--yes").exit_code == 0
+    assert not (runs_dir / run_id).exists()
