@@ -337,6 +337,8 @@ def train(
         live.finish()
     if json_out:
         report.print_json(result)
+        if result.status == Status.INTERRUPTED:   # the JSON says so too; a person reads stderr
+            report.train_result(result, report.err, brief=True)
     else:
         with soft_wrapped(console):
             report.train_result(result, console, brief=quiet)   # --quiet still says where the run went
@@ -767,10 +769,14 @@ def compare(
 
 
 def _forget_if_empty(store, cid: str) -> None:
-    """Remove a comparison record that no run belongs to (Ctrl-C while the backend loaded)."""
+    """Remove a comparison record that no run belongs to (Ctrl-C while the backend loaded), and say
+    so: its id was printed already, and `--resume` of it would find nothing."""
     with contextlib.suppress(FmnistError, OSError):
         if not store.list_runs(comparison=cid, clean=False):
             store.remove_comparison(cid)
+            from . import report
+
+            report.err.print(f"Comparison {cid} was not saved: no run had started.", highlight=False)
 
 
 def _given(ctx: typer.Context) -> set[str]:

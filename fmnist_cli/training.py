@@ -42,6 +42,9 @@ class StopFlag:
         self.armed = True
 
     def abort(self) -> None:
+        backend = sys.modules.get("fmnist_cli.backend")
+        if backend is not None:   # what a hook says must be seen (stderr may point at /dev/null)
+            backend.restore_stderr()
         for hook in list(self.on_abort):
             with contextlib.suppress(Exception):
                 hook()

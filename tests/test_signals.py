@@ -264,6 +264,8 @@ def test_ctrl_c_while_a_new_comparison_starts_leaves_no_record(delay, runs_dir):
     assert waited < 2 and "Traceback" not in out + err and "Interrupted" in out + err
     left = [p for p in runs_dir.rglob("*") if p.is_file() and not p.name.startswith(".")] if runs_dir.exists() else []
     assert left == [], left
+    if "Comparison " in out + err:   # its id was printed: it says the record went
+        assert "was not saved: no run had started" in err, (out, err)
 
 
 # --- kill -9: checkpoints, resume, workers die with their parent -------------------------------------
