@@ -19,7 +19,8 @@ def requested(explicit: str | None = None) -> str:
     """--backend, else $FMNIST_BACKEND, else TensorFlow."""
     name = (explicit or os.environ.get("FMNIST_BACKEND") or DEFAULT).strip().lower()
     if name not in BACKENDS:
-        raise UsageError(f"Unknown backend {name!r}. Choose one of: {', '.join(BACKENDS)}.")
+        where = "" if explicit else " (from $FMNIST_BACKEND)"
+        raise UsageError(f"Unknown backend {name!r}{where}. Choose one of: {', '.join(BACKENDS)}.")
     return name
 
 

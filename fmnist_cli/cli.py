@@ -97,6 +97,7 @@ class Command(_Common, typer.core.TyperCommand):
 app = typer.Typer(
     cls=Group,
     help="Train, evaluate and compare dense networks on Fashion-MNIST.\n\n"
+         "Every command has --help with examples, and --json for machine-readable output.\n\n"
          "Examples:\n\n"
          "  fmnist train --activation relu --optimizer adam\n\n"
          "  fmnist evaluate latest --split test\n\n"
@@ -120,6 +121,14 @@ def command(*args, group=None, **kwargs):
     def decorate(func):
         kwargs.setdefault("help", reflowed(func.__doc__ or ""))
         return (group or app).command(*args, cls=Command, **kwargs)(guarded(func))
+    return decorate
+
+
+def command_group_callback(group, **kwargs):
+    """group.callback, as `command` makes commands: guarded, its docstring reflowed as help."""
+    def decorate(func):
+        kwargs.setdefault("help", reflowed(func.__doc__ or ""))
+        return group.callback(**kwargs)(guarded(func))
     return decorate
 
 
@@ -199,7 +208,7 @@ BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size."
 Seed = Annotated[int, typer.Option("--seed", help="Seed for initial weights, dropout and batch order.")]
 ValSize = Annotated[float, typer.Option("--val-size", help="Fraction of the 60,000 training images held out for validation.")]
 SplitSeed = Annotated[int, typer.Option("--split-seed", help="random_state of the validation split.")]
-Limit = Annotated[Optional[int], typer.Option("--limit", help="Train on a stratified subset of N training images.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", help="Use a stratified subset of N training images (for quick runs).")]
 EarlyStopping = Annotated[Optional[int], typer.Option("--early-stopping", help="Stop after N epochs without a better --monitor value (Keras's EarlyStopping rule); keep the best epoch's weights.")]
 Monitor = Annotated[str, typer.Option("--monitor", help="What the best epoch is, and what --early-stopping watches: val_loss (lowest; Keras's default and the book's), val_accuracy (highest), loss or accuracy.")]
 Backend = Annotated[Optional[str], typer.Option("--backend", help="Keras backend: tensorflow (default) or jax. Also $FMNIST_BACKEND.")]
@@ -458,6 +467,9 @@ def summary(
 ):
     """Layers and parameter counts of a model, as Keras's model.summary() counts them.
 
+    Without RUN, the model the options describe; with one (an id, part of one, or 'latest'), the model
+    that run trained.
+
     Examples:
 
       fmnist summary          # the book's 784-100-10 model: 79,510 parameters
@@ -492,8 +504,7 @@ runs_app = typer.Typer(cls=Group, rich_markup_mode="rich", context_settings={"he
 app.add_typer(runs_app, name="runs")
 
 
-@runs_app.callback(invoke_without_command=True)
-@guarded
+@command_group_callback(runs_app, invoke_without_command=True)
 def list_runs(
     ctx: typer.Context,
     comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Only runs of this comparison (an id, part of one, or 'latest').")] = None,
@@ -501,6 +512,9 @@ def list_runs(
     runs_dir: RunsDir = None, json_out: Json = False,
 ):
     """List saved runs, newest first. A damaged run is listed as broken, with the reason.
+
+    The runs folder is ./runs, or --runs-dir, or $FMNIST_RUNS_DIR; --json prints every field of each
+    run's record.
 
     Examples:
 
@@ -928,6 +942,9 @@ def data(
     val_size: ValSize = 0.2, split_seed: SplitSeed = 42, limit: Limit = None, json_out: Json = False,
 ):
     """Show where Fashion-MNIST was found, whether it verified, the cache, and the class counts of each split.
+
+    The four files are verified in full once, when the cache of their decoded arrays is built; a
+    changed or damaged file or cache is noticed, and the cache built again.
 
     Examples:
 

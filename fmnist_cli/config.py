@@ -161,8 +161,8 @@ def parse_hidden(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
         sizes = []
         for p in raw:
             if not (p.isascii() and p.isdigit()):
-                raise UsageError(f"--hidden takes comma-separated positive integers (e.g. 300,100); "
-                                 f"{p!r} in {text!r} is not one.")
+                part = f"{p!r} is not one" if len(raw) == 1 else f"{p!r} in {text!r} is not one"
+                raise UsageError(f"--hidden takes comma-separated positive integers (e.g. 300,100); {part}.")
             sizes.append(int(p))
     if not sizes or len(sizes) > 8 or any(not isinstance(s, int) or s < 1 or s > 100_000 for s in sizes):
         raise UsageError(f"--hidden takes 1 to 8 layer sizes between 1 and 100000, not {text!r}.")

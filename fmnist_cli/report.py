@@ -654,12 +654,13 @@ def comparison_table(summary, console: Console) -> None:
              Col("s/epoch", [pm(v.aggregate["seconds_per_epoch"], 2) for v in variants], drop=4),
              Col("curve", [sparkline(c, lo, hi) for c in curves], "left", drop=7),
              Col("status", [colored(v.status) for v in variants], "left")]
+    shown = [c.header for c, _ in fit(cols, console.width, GAP, cell_len(title))]
     console.print(fitted_table(cols, console.width, title=title,
                                row_styles=["bold" if v.label == summary.best_variant else None for v in variants]))
     if summary.best_variant:
+        span = f" Curves span {lo:.4f}-{hi:.4f}." if "curve" in shown else ""   # not when left out
         say(console, f"★ best: {summary.best_variant} (highest val_accuracy at the best epoch, by "
-                     f"{monitor_phrase(monitor)}{', mean over seeds' if n > 1 else ''}). "
-                     f"Curves span {lo:.4f}-{hi:.4f}.", markup=False)
+                     f"{monitor_phrase(monitor)}{', mean over seeds' if n > 1 else ''}).{span}", markup=False)
     for v in variants:
         for r in v.runs:
             if r.status in (Status.DIVERGED, Status.FAILED, Status.BROKEN) and r.message:

@@ -90,3 +90,5 @@ def test_help_fits_an_80_column_terminal(page, monkeypatch):
     for line, after in zip(lines, lines[1:]):
         if line.lstrip().startswith(("fmnist ", "# ")):   # an example (or its comment) ends its own line
             assert not after.strip() or after.startswith("   "), (line, after)
+    examples = [line for line in lines if line.lstrip().startswith("fmnist ")]
+    assert all(line.startswith("   fmnist ") for line in examples), examples   # indented under "Examples:"

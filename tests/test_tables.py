@@ -203,9 +203,13 @@ def test_comparison_table_shows_seeds_where_some_are_missing(runs_dir, fake_engi
 
 
 def test_comparison_footer_wraps_between_words_on_a_terminal(summary):
-    text = render(lambda c: report.comparison_table(summary, c), 50)
-    footer = text[text.index("★ best:"):]
-    assert all(cell_len(line.rstrip()) <= 50 for line in footer.splitlines()) and "0.5" in footer
+    for width in (50, 200):
+        text = render(lambda c: report.comparison_table(summary, c), width)
+        footer = text[text.index("★ best:"):]
+        assert all(cell_len(line.rstrip()) <= width for line in footer.splitlines())
+        # the curves' span is said only where the curve column is shown
+        assert ("Curves span 0.5" in " ".join(footer.split())) == ("curve" in headers(text)), (width, text)
+    assert "curve" in headers(text)
 
 
 # --- live displays ------------------------------------------------------------------------------------
