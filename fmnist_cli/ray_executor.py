@@ -82,6 +82,17 @@ class RayExecutor:
         self.max_workers, self.shared = max_workers, shared
         self._owned = False     # this executor called ray.init, so it calls ray.shutdown
         self._env_set: list[str] = []
+        if self.address:   # an unreadable address is refused before anything is said or started
+            self._host_port()
+
+    def _host_port(self) -> tuple[str, int] | None:
+        """The address's host and port; None for Ray's own words ("auto", "local")."""
+        host, colon, port = self.address.split("://")[-1].rpartition(":")
+        if not colon and self.address in ("auto", "local"):
+            return None
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise self._unreadable_address()
+        return host.strip("[]"), int(port)
 
     def __enter__(self) -> "RayExecutor":
         self.connect()
@@ -173,13 +184,11 @@ class RayExecutor:
         seconds. ("auto" and the like are Ray's to resolve.) An address that is not HOST:PORT, where
         nothing answers, or where something other than Ray answers is all one thing to the user: a
         wrong --address, bad input (exit 2) like any other bad option value."""
-        host, colon, port = self.address.split("://")[-1].rpartition(":")
-        if not colon and self.address in ("auto", "local"):
+        where = self._host_port()
+        if where is None:
             return
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise self._unreadable_address()
         try:
-            conn = socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS)
+            conn = socket.create_connection(where, timeout=CONNECT_SECONDS)
         except (OSError, ValueError) as err:
             why = getattr(err, "strerror", None) or str(err) or type(err).__name__
             raise UsageError(f"Cannot reach the Ray cluster at {self.address} ({why.lower()}): check "
