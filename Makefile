@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: run test setup data browser bench bench-quick docs clean help
+.PHONY: run test setup data bytecode browser bench bench-quick docs clean help
 
 help:
 	@echo "make run    set up everything, then train the book's model (fmnist train)"
@@ -25,7 +25,13 @@ bench: setup
 docs: setup
 	$(BIN)/python docs/examples.py
 
-setup: $(STAMP) data
+setup: $(STAMP) data bytecode
+
+# The package's compiled bytecode, as a regular (non-editable) install writes it: an environment with
+# PYTHONDONTWRITEBYTECODE=1 would otherwise compile fmnist's modules at every command (about 40 ms of
+# `fmnist data`'s 0.2 s). Quick, and only what changed is compiled again.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q fmnist_cli
 
 # The virtual environment with the package, the JAX extra (so both backends are tested), TensorBoard
 # (its writer for --tensorboard; its server for a test), Ray (so the Ray executor is tested on a real
