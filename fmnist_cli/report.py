@@ -427,18 +427,19 @@ BACKEND_SHORT = {"tensorflow": "tf"}
 
 
 def runs_table(records: list, console: Console) -> None:
-    """One line per run. Narrow: the time goes first, then the backend, then when (the id starts with it), then test
-    acc (first of all when no run has one), then the config. Before any of that, ids longer than any
+    """One line per run; its config ends with its backend (tf or jax). Narrow: the time goes first,
+    then when (the id starts with it), then test acc (first of all when no run has one), then the
+    config. Before any of that, ids longer than any
     unnamed run's (a long --name) are cut with "…", then the config; other ids only when nothing is
     left to drop."""
     tests = [r.get("evaluations", {}).get("test") for r in records]
     no_tests = all(t is None or t.accuracy is None for t in tests)
     cols = [Col("id", [Text(r.id) for r in records], "left", cut=2, least=auto_id_width()),
             Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=4),
-            Col("config", [Text(r.config.short() if r.config is not None else "?") for r in records], "left",
+            # the backend ends the config: on a narrow terminal the config is cut from its end
+            Col("config", [Text(f"{r.config.short()} {BACKEND_SHORT.get(r.config.backend, r.config.backend)}"
+                                if r.config is not None else "?") for r in records], "left",
                 drop=1, cut=1, least=16),
-            Col("backend", [BACKEND_SHORT.get(r.config.backend, r.config.backend) if r.config is not None else "?"
-                            for r in records], "left", drop=4.5),
             Col("val acc", [fmt(r.get("best_val_accuracy")) for r in records]),
             Col("test acc", [fmt(t.accuracy if t else None) for t in tests], drop=6 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),

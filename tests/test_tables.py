@@ -113,7 +113,7 @@ def test_runs_table_fits_every_width(runs):
     ids = [r.id for r in runs]
     shown = {w: render(lambda c: report.runs_table(runs, c), w) for w in WIDTHS}
     wide = shown[200]
-    assert headers(wide).split() == ["id", "when", "config", "backend", "val", "acc", "test", "acc", "status", "time"]
+    assert headers(wide).split() == ["id", "when", "config", "val", "acc", "test", "acc", "status", "time"]
     assert {"tf", "jax"} <= set(wide.split())
     assert all(r.id in wide and r.config.short() in wide for r in runs)
     assert "0.8543" in wide and "interrupted" in wide
