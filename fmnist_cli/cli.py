@@ -630,7 +630,7 @@ def compare(
     """Train one model per variant under equal conditions and show them side by side.
 
     Every variant gets the same split, the same initial weights and the same batch order; with
-    `--repeats N` each is trained with N seeds and shown as mean ± std.
+    --repeats N each is trained with N seeds and shown as mean ± std.
 
     Examples:
 

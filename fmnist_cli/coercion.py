@@ -21,7 +21,8 @@ def defer_typer_adapters() -> bool:
         from typer.core import _TyperParameter
     except ImportError:
         return False
-    if getattr(_TyperParameter.get_runtime_param, "deferred", False):
+    original = _TyperParameter.get_runtime_param
+    if getattr(original, "deferred", False):
         return True
     if not all(hasattr(RuntimeParam, name) for name in ("coerce", "_coerce_value")):
         return False
@@ -34,7 +35,11 @@ def defer_typer_adapters() -> bool:
         descriptor: Any = None
 
         def _coerce_value(self, value, param, ctx):
-            if _kept_as_is(self.descriptor, value):
+            try:
+                kept = _kept_as_is(self.descriptor, value)
+            except Exception:   # a Typer whose descriptors differ: its own coercion, always
+                kept = False
+            if kept:
                 return value
             real = build_runtime_param(self.descriptor)
             param._runtime_param = real
@@ -42,9 +47,12 @@ def defer_typer_adapters() -> bool:
 
     def get_runtime_param(self):
         if self._runtime_param is None:
-            descriptor = self.type_descriptor
-            self._runtime_param = Deferred(parameter_info=descriptor.parameter_info,
-                                           annotation=descriptor.annotation, descriptor=descriptor)
+            try:
+                descriptor = self.type_descriptor
+                self._runtime_param = Deferred(parameter_info=descriptor.parameter_info,
+                                               annotation=descriptor.annotation, descriptor=descriptor)
+            except Exception:   # a Typer whose internals differ: its own coercion, always
+                return original(self)
         return self._runtime_param
 
     get_runtime_param.deferred = True

@@ -41,7 +41,8 @@ def _leave(code) -> None:
     if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
         raise SystemExit(code)
     with contextlib.suppress(ValueError):   # not the main thread: leave the handlers alone
-        signal.signal(signal.SIGINT, lambda *_: _exit_now(code))
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:   # ignored (nohup, say): stays so
+            signal.signal(signal.SIGINT, lambda *_: _exit_now(code))
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()
     _exit_now(code)

@@ -328,12 +328,14 @@ class _Pool:
                 queue.clear()   # queued units never start
             for w in self.workers:
                 if w.ready is None and w.unit is None and queue:
-                    w.unit = queue.popleft()
-                    configs, root, _, resume = units[w.unit]
-                    w.resumed = tuple(resume or ())
-                    # A worker without the runs folder gets the runs it goes on from, checkpoints and all
-                    shipped = {name: self.store.pack_run(Path(root) / name) for name in w.resumed} \
-                        if w.resumed and not w.info.get("shared") else None
+                    index = queue.popleft()
+                    configs, root, _, resume = units[index]
+                    try:
+                        shipped = self._ship(Path(root), resume) if resume and not w.info.get("shared") else None
+                    except FmnistError as err:   # this unit fails; the others go on
+                        yield index, err
+                        continue
+                    w.unit, w.resumed = index, tuple(resume or ())
                     w.train = w.actor.train.remote(configs, str(root), resume, shipped)
                 if w.unit is not None and w.poll is None:
                     w.poll = w.actor.poll.remote(stopping)
@@ -363,6 +365,38 @@ class _Pool:
                                    f"({_ray_reason(err)}); every node needs fmnist's dependencies "
                                    f"({INSTALL}).") from None
 
+    def _ship(self, root: Path, names) -> dict:
+        """The runs a unit goes on from, for a worker without the runs folder: each claimed here first
+        (`running`, by this process), as a resume in place claims it, so that no `train --resume`
+        or `evaluate` meanwhile works on the copy left here; their files, checkpoints and all."""
+        from .errors import Busy
+        from .records import Status
+
+        def check(info):
+            if info.status == Status.RUNNING:
+                raise Busy(f"Run {info.id} is being trained by another process (process {info.get('pid')}).")
+
+        shipped, claimed = {}, []
+        try:
+            for name in names:
+                self.store.claim(root / name, check)
+                claimed.append(name)
+                shipped[name] = self.store.pack_run(root / name)
+        except FmnistError:
+            self._unclaim(claimed, "interrupted", "not sent to a Ray worker; it keeps its last checkpoint")
+            raise
+        return shipped
+
+    def _unclaim(self, names, status: str, message: str) -> None:
+        """Runs claimed for a worker that never sent them back: no longer `running`."""
+        from .records import Status
+        from .store import now
+
+        for name in names:
+            with contextlib.suppress(FmnistError, OSError):
+                self.store.update_run(self.store.root / name, status=Status(status), message=message,
+                                      finished=now())
+
     def _relay(self, w: _Handle) -> None:
         try:
             events = self.ray.get(w.poll)
@@ -384,9 +418,12 @@ class _Pool:
         w.poll = w.actor.poll.remote(False)   # the events sent after the last poll
         self._relay(w)
         w.unit = w.train = None
+        shipped = resumed if not w.info.get("shared") else ()
         if outcome is None:   # the stop came before the unit began
+            self._unclaim(shipped, "interrupted", "stopped before its Ray worker began; it keeps its last checkpoint")
             return
         if "error" in outcome:
+            self._unclaim(shipped, "failed", outcome["error"])
             yield index, UnitFailed(outcome["error"])
             return
         results = outcome["results"]
@@ -408,6 +445,8 @@ class _Pool:
         self.workers.remove(w)
         if w.info.get("shared"):
             self._mark(w, "failed", f"{reason}; `fmnist compare --resume` trains it again")
+        else:   # the runs it went on from are as they were here: their last checkpoint
+            self._unclaim(w.resumed, "failed", f"{reason}; `fmnist compare --resume` goes on from its checkpoint")
         if queue and not stopping:   # the units still queued get a new worker, wherever Ray places it
             self.start(1)
         return ClusterError(f"{reason}.")

@@ -592,8 +592,9 @@ class RunStore:
         target = self.root / run_id
         if resumed and target.is_dir():
             try:
-                for name in sorted(files, key=lambda n: n == "run.json"):
-                    atomic_write_bytes(target / name, files[name])
+                with self._locked(target):   # an `evaluate` read-modify-writes run.json under it
+                    for name in sorted(files, key=lambda n: n == "run.json"):
+                        atomic_write_bytes(target / name, files[name])
             except OSError as err:
                 raise storage_error(err, target) from None
             return target
