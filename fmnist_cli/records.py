@@ -528,6 +528,7 @@ class RunEvent(Event):
     variant: str | None = None
     repeat: int | None = None
     epochs: int | None = None
+    group_size: int = 1   # runs stepped together in one program: an epoch's seconds are theirs together
 
 
 @dataclass

@@ -283,8 +283,9 @@ def fit_progress(progress: Progress, bar: BarColumn, full: tuple, narrow: tuple,
 
 
 def plain_epoch_line(event: EpochEnd, epochs: int) -> str:
+    together = f" ({event.group_size} runs together)" if event.group_size > 1 else ""
     return (f"epoch {event.epoch}/{epochs}  " +
-            "  ".join(f"{k} {fmt(event.metric(k))}" for k in METRICS) + f"  {event.seconds:.2f}s")
+            "  ".join(f"{k} {fmt(event.metric(k))}" for k in METRICS) + f"  {event.seconds:.2f}s{together}")
 
 
 class TrainDisplay(LiveDisplay):

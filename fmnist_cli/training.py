@@ -194,7 +194,7 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     def relay(event):
         config = configs[event.member]
         on_event(dataclasses.replace(event, run_id=run_dirs[event.member].name, variant=config.variant,
-                                     repeat=config.repeat, epochs=config.epochs))
+                                     repeat=config.repeat, epochs=config.epochs, group_size=len(configs)))
 
     def elapsed(i: int) -> float:
         return round(before[i] + time.time() - started, 3)

@@ -315,3 +315,11 @@ def test_saved_to_path_is_never_broken_on_a_terminal():
     piped = Console(width=80, file=io.StringIO(), force_terminal=False)
     report.train_result(result, piped)
     assert f"completed in 12.3s, saved to {path}" in piped.file.getvalue()   # logs keep one line
+
+
+def test_an_epoch_line_of_runs_trained_together_says_so():
+    """Their epoch's seconds are the group's together; s/epoch in the table is each run's share."""
+    event = EpochEnd(epoch=2, loss=0.5, accuracy=0.8, val_loss=0.55, val_accuracy=0.79, seconds=0.75)
+    assert report.plain_epoch_line(event, 5).endswith("  0.75s")
+    grouped = EpochEnd(epoch=2, loss=0.5, accuracy=0.8, val_loss=0.55, val_accuracy=0.79, seconds=0.75, group_size=4)
+    assert report.plain_epoch_line(grouped, 5).endswith("  0.75s (4 runs together)")
