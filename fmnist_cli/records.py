@@ -307,7 +307,14 @@ class RunInfo(Record):
         if self.record and self.record.created:
             return self.record.created
         m = re.match(r"^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})", self.id)
-        return "{}-{}-{}T{}:{}:{}".format(*m.groups()) if m else ""
+        if not m:
+            return ""
+        import datetime
+
+        try:   # a made-up id (20261129-999999-...) has no time to show
+            return datetime.datetime(*map(int, m.groups())).isoformat()
+        except ValueError:
+            return ""
 
     def get(self, key, default=None):
         """A run.json field (best_val_accuracy, seconds, ...) or `default`."""
