@@ -26,7 +26,29 @@ def defer_typer_adapters() -> bool:
         return True
     if not all(hasattr(RuntimeParam, name) for name in ("coerce", "_coerce_value")):
         return False
+    try:
+        deferred = _deferred_class(dataclass, RuntimeParam, build_runtime_param)
+    except Exception:   # RuntimeParam is not the dataclass it was: leave Typer as it is
+        return False
 
+    def get_runtime_param(self):
+        if self._runtime_param is None:
+            try:
+                descriptor = self.type_descriptor
+                self._runtime_param = deferred(parameter_info=descriptor.parameter_info,
+                                               annotation=descriptor.annotation, descriptor=descriptor)
+            except Exception:   # a Typer whose internals differ: its own coercion, always
+                return original(self)
+        return self._runtime_param
+
+    get_runtime_param.deferred = True
+    _TyperParameter.get_runtime_param = get_runtime_param
+    return True
+
+
+def _deferred_class(dataclass, RuntimeParam, build_runtime_param):
+    """The RuntimeParam that defers Typer's adapter (made here, so a Typer whose RuntimeParam is not
+    a dataclass any more fails this call, not the import of the CLI)."""
     @dataclass(frozen=True)
     class Deferred(RuntimeParam):
         """Typer's None and multiple-value handling (RuntimeParam.coerce) as is; the adapter only
@@ -45,19 +67,7 @@ def defer_typer_adapters() -> bool:
             param._runtime_param = real
             return real._coerce_value(value, param=param, ctx=ctx)
 
-    def get_runtime_param(self):
-        if self._runtime_param is None:
-            try:
-                descriptor = self.type_descriptor
-                self._runtime_param = Deferred(parameter_info=descriptor.parameter_info,
-                                               annotation=descriptor.annotation, descriptor=descriptor)
-            except Exception:   # a Typer whose internals differ: its own coercion, always
-                return original(self)
-        return self._runtime_param
-
-    get_runtime_param.deferred = True
-    _TyperParameter.get_runtime_param = get_runtime_param
-    return True
+    return Deferred
 
 
 def _kept_as_is(descriptor, value) -> bool:
