@@ -9,6 +9,7 @@ import datetime as dt
 import html
 import math
 import platform
+import re
 import shlex
 from pathlib import Path
 
@@ -70,6 +71,11 @@ def num(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-" if value is None else esc(value)
     return f"{value:.{digits}f}" if isinstance(value, float) else esc(value)
+
+
+def _to_the_second(iso: str) -> str:
+    """An ISO time as a person reads it: a run's `created` has microseconds, for ordering only."""
+    return re.sub(r"(T\d\d:\d\d:\d\d)\.\d+", r"\1", iso)
 
 
 def pm(stat: dict | None, digits: int = 4) -> str:
@@ -249,7 +255,7 @@ def run_page(store: RunStore, run_dir: Path) -> str:
     best = info.get("best_epoch")
     meta = [status_html(info.status), esc(config.short()), f"on {esc(config.backend)}"]
     if record and record.created:
-        meta.append(f"started {esc(record.created)}")
+        meta.append(f"started {esc(_to_the_second(record.created))}")
     if info.get("seconds") is not None:
         meta.append(f"{info.get('seconds'):.1f} s")
     if record and record.comparison:
@@ -322,7 +328,7 @@ def comparison_page(store: RunStore, cid: str) -> str:
     monitor = summary.monitor
     meta = [status_html(summary.status), f"{len(summary.variants)} variants", f"{n} seed{'s' if n > 1 else ''} each"]
     if summary.created:
-        meta.append(f"started {esc(summary.created)}")
+        meta.append(f"started {esc(_to_the_second(summary.created))}")
     meta.append(f"best epoch: {esc(monitor_phrase(monitor))}")
 
     def evaluations(v, split):

@@ -151,8 +151,8 @@ def absolute(path: str | os.PathLike) -> Path:
         return path
 
 
-def now() -> str:
-    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+def now(timespec: str = "seconds") -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec=timespec)
 
 
 def check_name(name: str | None) -> str | None:
@@ -266,7 +266,8 @@ class RunStore:
             except OSError as err:
                 raise storage_error(err, self.root) from None
             try:
-                record = RunRecord(id=run_id, status=Status.RUNNING, created=now(), pid=os.getpid(),
+                # to the microsecond: runs made in one second still list (and are `latest`) in order
+                record = RunRecord(id=run_id, status=Status.RUNNING, created=now("microseconds"), pid=os.getpid(),
                                    host=socket.gethostname(), comparison=config.comparison)
                 atomic_write_json(staging / "run.json", record.to_json())
                 atomic_write_json(staging / "config.json", config.to_dict())

@@ -558,3 +558,17 @@ def test_a_ctrl_c_swallowed_by_a_garbage_collector_callback_prints_no_traceback(
         finally:
             gc.callbacks.remove(callback)
     assert flag() and printed == []
+
+
+def test_rm_latest_is_the_newest_run_whatever_its_status(runs_dir, fake_engine):
+    """As `fmnist runs` lists it first: while it trains, `rm latest` refuses; it never reaches past
+    it to an older, finished run (what `latest` means for evaluate)."""
+    older = train()["run_id"]
+    newer = train()["run_id"]
+    store = RunStore(runs_dir)
+    store.update_run(runs_dir / newer, status=Status.RUNNING, pid=os.getpid())
+    assert_clean_error(invoke("runs", "rm", "latest", "--yes"), 2, f"Run {newer} is still being trained")
+    assert (runs_dir / older).is_dir() and (runs_dir / newer).is_dir()
+    store.update_run(runs_dir / newer, status=Status.INTERRUPTED)
+    assert invoke("runs", "rm", "latest", "--yes").exit_code == 0
+    assert (runs_dir / older).is_dir() and not (runs_dir / newer).exists()
