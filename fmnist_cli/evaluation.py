@@ -25,6 +25,7 @@ def evaluate(store: RunStore, run_dir: Path, split: str = "val", data_dir=None, 
     be stored (a read-only or full disk) is still returned, with `stored` false and `store_error` why."""
     check_split(split)
     config = store.read_config(run_dir)
+    store.check_model(run_dir)   # before the backend and the data load: a missing model is said at once
     from . import backend
 
     backend.configure(backend_name)

@@ -401,20 +401,7 @@ class RunStore:
 
     def load_model(self, run_dir: Path):
         """Open a run's model with Keras's safe mode: a model file can never run code of its own."""
-        path = run_dir / "model.keras"
-        damage = _not_a_model_file(path)
-        if damage:
-            raise BrokenRecord(f"Run {run_dir.name} is broken ({damage}), so it has no model to open; train it "
-                               f"again, or remove it with `fmnist runs rm {run_dir.name}`.")
-        if not path.is_file():
-            info = self.load_run(run_dir)
-            raise RunNotFound(f"Run {run_dir.name} has no saved model (status: {info.status}); "
-                              "train it again or pick another run.")
-        import zipfile
-
-        if not zipfile.is_zipfile(path):   # Keras would call it "File not found", which misleads
-            raise BrokenRecord(f"{path} is not a Keras model file (not a .keras zip archive): it is damaged "
-                               "or was replaced, so train the run again.")
+        path = self.check_model(run_dir)
         import keras
 
         try:
@@ -426,6 +413,29 @@ class RunStore:
             raise BrokenRecord(f"{path} could not be opened as a Keras model ({type(err).__name__}: "
                                f"{detail.rstrip('.')}): the file is damaged, not an fmnist model, or holds "
                                "code that safe mode refuses, so train the run again.") from None
+
+    def check_model(self, run_dir: Path) -> Path:
+        """The run's model file, or one sentence on why there is none to open (missing, still being
+        trained, damaged): cheap, so a command says it before loading a backend and the data."""
+        path = run_dir / "model.keras"
+        damage = _not_a_model_file(path)
+        if damage:
+            raise BrokenRecord(f"Run {run_dir.name} is broken ({damage}), so it has no model to open; train it "
+                               f"again, or remove it with `fmnist runs rm {run_dir.name}`.")
+        if not path.is_file():
+            info = self.load_run(run_dir)
+            if info.status == Status.RUNNING:
+                pid = info.get("pid")
+                raise RunNotFound(f"Run {run_dir.name} is still being trained" + (f" (process {pid})" if pid else "")
+                                  + " and has no saved model yet; wait for its first epoch, or pick another run.")
+            raise RunNotFound(f"Run {run_dir.name} has no saved model (status: {info.status}); "
+                              "train it again or pick another run.")
+        import zipfile
+
+        if not zipfile.is_zipfile(path):   # Keras would call it "File not found", which misleads
+            raise BrokenRecord(f"{path} is not a Keras model file (not a .keras zip archive): it is damaged "
+                               "or was replaced, so train the run again.")
+        return path
 
     def load_run(self, run_dir: Path) -> RunInfo:
         """Everything known about one run. Never raises: a damaged file makes it `broken`, with why."""

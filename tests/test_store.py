@@ -572,3 +572,8 @@ def test_rm_latest_is_the_newest_run_whatever_its_status(runs_dir, fake_engine):
     store.update_run(runs_dir / newer, status=Status.INTERRUPTED)
     assert invoke("runs", "rm", "latest", "--yes").exit_code == 0
     assert (runs_dir / older).is_dir() and not (runs_dir / newer).exists()
+
+
+def test_evaluate_of_a_run_still_training_says_so(runs_dir):
+    run_dir = RunStore(runs_dir).create_run(RunConfig(limit=500).validate())   # running, by this process
+    assert_clean_error(invoke("evaluate", run_dir.name), 2, "is still being trained", "wait for its first epoch")
