@@ -290,6 +290,7 @@ def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict) ->
                        best_epoch=info.get("best_epoch"), best_val_accuracy=info.get("best_val_accuracy"),
                        seconds=info.get("seconds"), group_size=info.get("group_size", 1),
                        resumed_from=info.get("resumed_from"),
+                       pid=info.get("pid") if info.status == Status.RUNNING else None,
                        history=info.history if info.status != Status.BROKEN else None)
 
 
@@ -297,8 +298,13 @@ def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
     """The comparison as a record: each variant with its runs and the figures over its usable seeds."""
     variants = []
     monitor = monitor_of(record)
+    # A slot's run is written into the record when its unit finishes: while a process trains it, the
+    # run being trained stands in the slot (so `--show` says running, not missing).
+    live = {(m.config.variant, m.config.repeat): m.id for m in store.list_runs(comparison=record.id, clean=False)
+            if m.status == Status.RUNNING and m.config is not None}
     for vi, variant in enumerate(record.variants):
-        slot_list = [_slot(store, vi, r, run_id, record.errors) for r, run_id in enumerate(variant.runs)]
+        slot_list = [_slot(store, vi, r, live.get((variant.label, r)) or run_id, record.errors)
+                     for r, run_id in enumerate(variant.runs)]
         agg = aggregate(slot_list, monitor)
         variants.append(VariantSummary(label=variant.label, settings=variant.settings, runs=slot_list,
                                        status=_variant_status(slot_list), n=agg["n"], of=record.repeats,
@@ -309,9 +315,10 @@ def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
                                                 and v.aggregate["best_val_accuracy"]["mean"] is not None]
     best = max(ok, key=lambda v: v.aggregate["best_val_accuracy"]["mean"]).label if ok else None
     complete = all(v.status in FINISHED for v in variants)
+    running = any(v.status == Status.RUNNING for v in variants)
     return ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
                              base=record.base, monitor=monitor, variants=variants, best_variant=best,
-                             status=Status.COMPLETED if complete else Status.INCOMPLETE)
+                             status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)
 
 
 def monitor_of(record: ComparisonRecord) -> str:

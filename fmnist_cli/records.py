@@ -469,6 +469,7 @@ class SlotSummary(Record):
     seconds: float | None = None
     group_size: int = 1
     resumed_from: list[int] | None = None
+    pid: int | None = None              # the process training it, while it is `running`
     history: dict | None = None
 
 
@@ -504,7 +505,8 @@ class ComparisonSummary(Record):
     monitor: str       # what every run's best epoch is by (from the base config)
     variants: list[VariantSummary]
     best_variant: str | None
-    status: Status     # completed, or incomplete when a slot is missing, broken, failed or interrupted
+    status: Status     # completed; running while a process trains a slot; else incomplete when a slot
+    #                    is missing, broken, failed or interrupted
 
     @property
     def incomplete(self) -> list[VariantSummary]:

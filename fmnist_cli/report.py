@@ -668,7 +668,13 @@ def comparison_table(summary, console: Console) -> None:
             if r.status in (Status.DIVERGED, Status.FAILED, Status.BROKEN) and r.message:
                 say(console, f"{v.label} (seed #{r.repeat}): {r.status}: {r.message}", markup=False)
                 break
-    if summary.incomplete:
+    training = [r for v in variants for r in v.runs if r.status == Status.RUNNING]
+    if training:
+        pids = sorted({str(r.pid) for r in training if r.pid})
+        by = f" by process {', '.join(pids)}" if pids else ""
+        say(console, f"Being trained now{by}: {len(training)} run(s). `fmnist compare --show "
+                     f"{summary.comparison_id}` again shows the latest figures.", markup=False)
+    elif summary.incomplete:
         gaps = ", ".join(v.gap() for v in summary.incomplete)
         say(console, f"Incomplete: {gaps}. `fmnist compare --resume {summary.comparison_id}` will fill the gaps.",
             markup=False)

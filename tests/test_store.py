@@ -5,6 +5,7 @@ partial comparisons say so, resume is exclusive and adopts orphans, writes are w
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -577,3 +578,21 @@ def test_rm_latest_is_the_newest_run_whatever_its_status(runs_dir, fake_engine):
 def test_evaluate_of_a_run_still_training_says_so(runs_dir):
     run_dir = RunStore(runs_dir).create_run(RunConfig(limit=500).validate())   # running, by this process
     assert_clean_error(invoke("evaluate", run_dir.name), 2, "is still being trained", "wait for its first epoch")
+
+
+def test_show_of_a_comparison_being_trained_says_running_not_incomplete(runs_dir):
+    """Its slots are written into the record as units finish: meanwhile the runs being trained stand
+    in for them, and the footer names the process instead of offering a `--resume` it would refuse."""
+    from fmnist_cli import compare as cmp
+
+    store = RunStore(runs_dir)
+    base = RunConfig(limit=500, epochs=2).validate()
+    record = cmp.new_comparison(store, base, cmp.expand(base, ["sgd", "adam"], {}), 1, ["test"])
+    config = record.variants[1].run_config
+    store.create_run(dataclasses.replace(config, comparison=record.id, variant=record.variants[1].label, repeat=0))
+    result = invoke("compare", "--show", record.id)
+    assert result.exit_code == 0, result.output
+    assert "running" in result.output and f"by process {os.getpid()}" in result.output
+    assert "--resume" not in result.output
+    shown = json.loads(invoke("compare", "--show", record.id, "--json").stdout)
+    assert shown["status"] == "running" and shown["variants"][1]["runs"][0]["pid"] == os.getpid()
