@@ -320,6 +320,11 @@ def comparison_page(store: RunStore, cid: str) -> str:
     record = store.load_comparison(cid)
     summary = cmp.summarize(store, record)
     if not any(v.n for v in summary.variants):
+        broken = sum(slot.status == Status.BROKEN for v in summary.variants for slot in v.runs)
+        if broken:
+            raise RunNotFound(f"Comparison {cid} has no usable run, so there is nothing to report: {broken} of its "
+                              f"runs are broken (`fmnist runs -c {cid}` says why; `fmnist compare --resume {cid}` "
+                              "trains them again).")
         raise RunNotFound(f"Comparison {cid} has no run with a finished epoch yet, so there is nothing to report; "
                           f"finish it with `fmnist compare --resume {cid}`.")
     infos = {slot.run_id: store.load_run(store.root / slot.run_id)

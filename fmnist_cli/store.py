@@ -12,6 +12,7 @@ so that one damaged file never breaks a listing.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import errno
@@ -541,11 +542,15 @@ class RunStore:
             raise RunNotFound("The run id is empty; see `fmnist runs` for the ids.")
         ref = (ref or "latest").strip()
         if ref == "latest":
-            done = [r for r in self.list_runs() if r.status in latest and r.model_path]
+            runs = self.list_runs()
+            done = [r for r in runs if r.status in latest and r.model_path]
             if not done:
                 if Status.COMPLETED in latest:
-                    raise RunNotFound(f"There are no finished runs in {self.root}; train one with `fmnist train`, "
-                                      "or point --runs-dir at another folder.")
+                    counts = collections.Counter(r.status.value for r in runs)
+                    there = (f" (its {len(runs)} run(s): " + ", ".join(f"{n} {s}" for s, n in counts.most_common())
+                             + "; `fmnist runs` lists them)") if runs else ""
+                    raise RunNotFound(f"There are no finished runs in {self.root}{there}; train one with "
+                                      "`fmnist train`, or point --runs-dir at another folder.")
                 raise RunNotFound(f"There are no interrupted or crashed runs with a checkpoint in {self.root}; "
                                   "see `fmnist runs`.")
             return Path(done[0].run_dir)

@@ -256,3 +256,13 @@ def test_a_model_file_that_is_not_a_keras_archive_is_listed_as_damaged(fake_engi
     assert listed["status"] == "broken" and "not a Keras model file" in listed["reason"], listed
     assert invoke("runs", "rm", "--broken", "--yes").exit_code == 0
     assert not (runs_dir / run_id).exists()
+
+
+def test_latest_with_only_damaged_runs_says_what_there_is(fake_engine, runs_dir):
+    """Not "no finished runs, train one" as if the folder were empty: it counts what it has."""
+    import json
+
+    run_id = json.loads(invoke("train", "--epochs", "1", "--json").stdout)["run_id"]
+    (runs_dir / run_id / "config.json").write_text("{garbage")
+    assert_clean_error(invoke("evaluate", "latest"), 2, "There are no finished runs", "1 broken",
+                       "`fmnist runs` lists them")
