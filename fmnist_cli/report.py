@@ -450,7 +450,8 @@ def runs_table(records: list, console: Console) -> None:
     for r in broken[:5]:
         say(console, f"{r.id}: {r.reason}", markup=False)
     if broken:
-        console.print(f"{len(broken)} broken run(s); `fmnist runs rm --broken` removes them.", highlight=False)
+        shown = " (the reasons of the first 5 above; `fmnist runs --json` has every one)" if len(broken) > 5 else ""
+        console.print(f"{len(broken)} broken run(s){shown}; `fmnist runs rm --broken` removes them.", highlight=False)
 
 
 def removal_plan(plan, console: Console) -> None:
