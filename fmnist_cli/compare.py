@@ -15,8 +15,8 @@ from pathlib import Path
 from .config import DEFAULT_MONITOR, RunConfig, parse_activation, parse_hidden, parse_optimizer
 from .engines import best_index
 from .errors import Busy, FmnistError, UsageError
-from .records import (FINISHED, METRICS, RESUMABLE, ComparisonRecord, ComparisonSummary, Plan, RunDone, SlotSummary,
-                      Status, VariantSpec, VariantSummary)
+from .records import (FINISHED, METRICS, RESUMABLE, ComparisonRecord, ComparisonSummary, Plan, RunDone, RunInfo,
+                      SlotSummary, Status, VariantSpec, VariantSummary)
 from .store import RunStore, atomic_write_text, now
 
 VARY_KEYS = {"activation": "activation", "hidden": "hidden", "dropout": "dropout",
@@ -298,12 +298,21 @@ def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
     """The comparison as a record: each variant with its runs and the figures over its usable seeds."""
     variants = []
     monitor = monitor_of(record)
-    # A slot's run is written into the record when its unit finishes: while a process trains it, the
-    # run being trained stands in the slot (so `--show` says running, not missing).
-    live = {(m.config.variant, m.config.repeat): m.id for m in store.list_runs(comparison=record.id, clean=False)
-            if m.status == Status.RUNNING and m.config is not None}
+    # A slot's run is written into the record when its unit finishes. Until then (or for good, when
+    # the process was killed) the slot's newest run stands in it: `--show` says running or crashed,
+    # with the figures so far, not missing. A run being trained also stands in for an older one.
+    newest: dict[tuple, RunInfo] = {}
+    for m in sorted(store.list_runs(comparison=record.id, clean=False), key=lambda m: (m.created, m.id),
+                    reverse=True):
+        if m.config is not None:
+            newest.setdefault((m.config.variant, m.config.repeat), m)
+
+    def standing(label: str, r: int, run_id: str | None) -> str | None:
+        m = newest.get((label, r))
+        return m.id if m is not None and (run_id is None or m.status == Status.RUNNING) else run_id
+
     for vi, variant in enumerate(record.variants):
-        slot_list = [_slot(store, vi, r, live.get((variant.label, r)) or run_id, record.errors)
+        slot_list = [_slot(store, vi, r, standing(variant.label, r, run_id), record.errors)
                      for r, run_id in enumerate(variant.runs)]
         agg = aggregate(slot_list, monitor)
         variants.append(VariantSummary(label=variant.label, settings=variant.settings, runs=slot_list,
@@ -350,7 +359,7 @@ def aggregate(slot_list: list[SlotSummary], monitor: str = DEFAULT_MONITOR) -> d
     Each seed's best epoch is the one its training called best (by `monitor`, with Keras's rule);
     `best_val_accuracy` is the val_accuracy at that epoch."""
     usable = [s for s in slot_list if s.history and s.history.get("loss")
-              and s.status not in (Status.BROKEN, Status.MISSING, Status.RUNNING)]
+              and s.status not in (Status.BROKEN, Status.MISSING)]   # a running one: its epochs so far
     histories = [s.history for s in usable]
     epochs = max((len(h["loss"]) for h in histories), default=0)
     per_epoch = {m: {"mean": [], "std": [], "n": []} for m in METRICS}

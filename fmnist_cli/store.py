@@ -122,6 +122,24 @@ def _read(path: Path, what: str):
         return None, f"{what} is {'empty' if size == 0 else 'not valid JSON'}"
 
 
+def _so_far(record: RunRecord, history: dict, config) -> RunRecord:
+    """A run still training, or killed, writes its figures into run.json only at its end: read what
+    its history holds so far (epochs, best epoch by its monitor, time), for listings. Not saved."""
+    import dataclasses
+
+    from .config import DEFAULT_MONITOR
+    from .engines import best_index
+
+    monitor = config.monitor if config is not None else DEFAULT_MONITOR
+    best = best_index(history.get(monitor) or [], monitor)
+    seconds = history.get("seconds") or []
+    return dataclasses.replace(
+        record, epochs_run=record.epochs_run or len(history["loss"]),
+        best_epoch=None if best is None else best + 1,
+        best_val_accuracy=None if best is None else history["val_accuracy"][best],
+        seconds=record.seconds if record.seconds is not None else (round(sum(seconds), 3) if seconds else None))
+
+
 def _is_zip(path: Path) -> bool:
     import zipfile
 
@@ -474,6 +492,9 @@ class RunStore:
             reason = "a run folder without its files (made by hand, or they were removed)"
         if reason:
             status = Status.BROKEN
+        elif status in (Status.RUNNING, Status.CRASHED) and history and history.get("loss") \
+                and record.best_val_accuracy is None:
+            record = _so_far(record, history, config)
         return RunInfo(id=run_dir.name, run_dir=str(run_dir), status=status, record=None if record.broken else record,
                        config=config, history=history, model_path=model_path, reason=reason)
 

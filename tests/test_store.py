@@ -596,3 +596,28 @@ def test_show_of_a_comparison_being_trained_says_running_not_incomplete(runs_dir
     assert "--resume" not in result.output
     shown = json.loads(invoke("compare", "--show", record.id, "--json").stdout)
     assert shown["status"] == "running" and shown["variants"][1]["runs"][0]["pid"] == os.getpid()
+
+
+def test_a_killed_comparisons_runs_show_their_figures_so_far(runs_dir):
+    """`kill -9` before any unit finished: the record's slots are empty, yet `runs` and `compare
+    --show` show each crashed run's epochs so far (its history), not dashes."""
+    from fmnist_cli import compare as cmp
+
+    store = RunStore(runs_dir)
+    base = RunConfig(limit=500, epochs=5).validate()
+    record = cmp.new_comparison(store, base, cmp.expand(base, ["sgd"], {}), 1, ["test"])
+    config = dataclasses.replace(record.variants[0].run_config, comparison=record.id,
+                                 variant=record.variants[0].label, repeat=0)
+    run_dir = store.create_run(config)
+    history = {"loss": [0.9, 0.7], "accuracy": [0.6, 0.7], "val_loss": [0.8, 0.75], "val_accuracy": [0.65, 0.71],
+               "seconds": [1.0, 0.5]}
+    store.save_history(run_dir, history)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store.update_run(run_dir, pid=dead.pid)
+    (listed_run,) = listed()
+    assert listed_run["status"] == "crashed" and listed_run["best_val_accuracy"] == 0.71
+    assert listed_run["epochs_run"] == 2 and listed_run["seconds"] == 1.5
+    shown = json.loads(invoke("compare", "--show", record.id, "--json").stdout)
+    (variant,) = shown["variants"]
+    assert variant["runs"][0]["run_id"] == run_dir.name and variant["aggregate"]["best_val_accuracy"]["mean"] == 0.71
