@@ -239,10 +239,15 @@ class RunStore:
         """--runs-dir, else $FMNIST_RUNS_DIR, else ./runs; a file there is refused (exit 2)."""
         env = os.environ.get("FMNIST_RUNS_DIR")
         store = cls(explicit or env or "runs")
+        source = "--runs-dir" if explicit else "$FMNIST_RUNS_DIR" if env else "the default runs folder"
         if store.root.exists() and not store.root.is_dir():
-            source = "--runs-dir" if explicit else "$FMNIST_RUNS_DIR" if env else "the default runs folder"
             raise UsageError(f"The runs folder {store.root} ({source}) is a file, not a folder; choose a "
                              "folder with --runs-dir or $FMNIST_RUNS_DIR.")
+        # under a file it can never be made: said now, not as "no runs yet" (or a failed save later)
+        above = next((p for p in store.root.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise UsageError(f"The runs folder {store.root} ({source}) is under {above}, which is a file, not a "
+                             "folder; choose a folder with --runs-dir or $FMNIST_RUNS_DIR.")
         return store
 
     @property

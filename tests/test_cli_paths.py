@@ -25,6 +25,15 @@ def test_a_runs_dir_that_is_a_file_is_told_so(args, tmp_path):
     assert "Cannot write" not in message and afile.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("args", [["runs"], ["train", "--epochs", "1"], ["compare", "--list"]])
+def test_a_runs_dir_under_a_file_is_told_so(args, tmp_path):
+    """Not "no runs yet" (exit 0) for `runs` and a failed save (exit 1) for `train`: it can never exist."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    assert_clean_error(invoke(*args, "--runs-dir", afile / "sub" / "runs"), 2,
+                       f"is under {afile}, which is a file, not a folder")
+
+
 def test_an_env_runs_dir_that_is_a_file_is_named_by_its_source(tmp_path, monkeypatch):
     afile = tmp_path / "afile"
     afile.touch()
