@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Busy, RunNotFound, UsageError
+from .errors import Busy, UsageError
 from .records import RunInfo, Status
 from .store import RunStore
 
@@ -40,15 +40,9 @@ def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: 
     chosen: dict[str, RunInfo] = {}
     out = Removal()
     for ref in refs:
-        if ref.strip() == "latest":
-            # The newest run whatever its status, as `fmnist runs` lists it first: elsewhere `latest`
-            # means the newest finished one, which here removed an older run while a newer trained.
-            newest = store.list_runs(clean=False)
-            if not newest:
-                raise RunNotFound(f"There are no runs in {store.root}; see `fmnist runs`.")
-            chosen[newest[0].id] = newest[0]
-            continue
-        run_dir = store.resolve_run(ref)
+        # `latest` is the newest run whatever its status, as `fmnist runs` lists it first (the newest
+        # finished one, as elsewhere, removed an older run while a newer one trained)
+        run_dir = store.resolve_run(ref, latest=None)
         chosen[run_dir.name] = store.load_run(run_dir)
     if comparison is not None:
         cid = store.resolve_comparison(comparison)

@@ -180,8 +180,7 @@ def resume_points(store: RunStore, record: ComparisonRecord, todo) -> dict[tuple
     than starting again (on the fused engine with the numbers an unbroken run gets)."""
     from .training import checkpoint_epoch
 
-    members = sorted(store.list_runs(comparison=record.id, clean=False), key=lambda m: (m.created, m.id),
-                     reverse=True)
+    members = store.list_runs(comparison=record.id, clean=False)   # newest first
     out = {}
     for vi, r, config in todo:
         newest = next((m for m in members if m.status in RESUMABLE and m.config == config), None)
@@ -302,8 +301,7 @@ def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
     # the process was killed) the slot's newest run stands in it: `--show` says running or crashed,
     # with the figures so far, not missing. A run being trained also stands in for an older one.
     newest: dict[tuple, RunInfo] = {}
-    for m in sorted(store.list_runs(comparison=record.id, clean=False), key=lambda m: (m.created, m.id),
-                    reverse=True):
+    for m in store.list_runs(comparison=record.id, clean=False):   # newest first
         if m.config is not None:
             newest.setdefault((m.config.variant, m.config.repeat), m)
 

@@ -369,17 +369,12 @@ class _Pool:
         """The runs a unit goes on from, for a worker without the runs folder: each claimed here first
         (`running`, by this process), as a resume in place claims it, so that no `train --resume`
         or `evaluate` meanwhile works on the copy left here; their files, checkpoints and all."""
-        from .errors import Busy
-        from .records import Status
-
-        def check(info):
-            if info.status == Status.RUNNING:
-                raise Busy(f"Run {info.id} is being trained by another process (process {info.get('pid')}).")
+        from .training import check_resumable
 
         shipped, claimed = {}, []
         try:
             for name in names:
-                self.store.claim(root / name, check)
+                check_resumable(self.store, root / name)
                 claimed.append(name)
                 shipped[name] = self.store.pack_run(root / name)
         except FmnistError:

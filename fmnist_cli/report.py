@@ -430,9 +430,8 @@ BACKEND_SHORT = {"tensorflow": "tf"}
 def runs_table(records: list, console: Console) -> None:
     """One line per run; its config ends with its backend (tf or jax). Narrow: the time goes first,
     then when (the id starts with it), then test acc (first of all when no run has one), then the
-    config. Before any of that, ids longer than any
-    unnamed run's (a long --name) are cut with "…", then the config; other ids only when nothing is
-    left to drop."""
+    config. Before any of that, ids longer than any unnamed run's (a long --name) are cut with "…",
+    then the config; other ids only when nothing is left to drop."""
     tests = [r.get("evaluations", {}).get("test") for r in records]
     no_tests = all(t is None or t.accuracy is None for t in tests)
     cols = [Col("id", [Text(r.id) for r in records], "left", cut=2, least=auto_id_width()),

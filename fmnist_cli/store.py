@@ -141,12 +141,10 @@ def _so_far(record: RunRecord, history: dict, config) -> RunRecord:
 
 
 def _is_zip(path: Path) -> bool:
+    """A .keras file is a zip archive (zipfile imported here: listings need it, start-up does not)."""
     import zipfile
 
-    try:
-        return zipfile.is_zipfile(path)
-    except OSError:
-        return False
+    return zipfile.is_zipfile(path)   # False for one that cannot be read, too
 
 
 def _not_a_model_file(path: Path) -> str | None:
@@ -454,9 +452,7 @@ class RunStore:
                                   + " and has no saved model yet; wait for its first epoch, or pick another run.")
             raise RunNotFound(f"Run {run_dir.name} has no saved model (status: {info.status}); "
                               "train it again or pick another run.")
-        import zipfile
-
-        if not zipfile.is_zipfile(path):   # Keras would call it "File not found", which misleads
+        if not _is_zip(path):   # Keras would call it "File not found", which misleads
             raise BrokenRecord(f"{path} is not a Keras model file (not a .keras zip archive): it is damaged "
                                "or was replaced, so train the run again.")
         return path
@@ -561,16 +557,20 @@ class RunStore:
                 out += self._leftovers_in(run_dir)
         return out
 
-    def resolve_run(self, ref: str | None, latest: tuple[Status, ...] = (Status.COMPLETED, Status.INTERRUPTED)) -> Path:
-        """A run from `latest` (the newest with one of the `latest` statuses and a model), an id, a
-        unique part of an id (its name, say), or a path to a run folder."""
+    def resolve_run(self, ref: str | None,
+                    latest: tuple[Status, ...] | None = (Status.COMPLETED, Status.INTERRUPTED)) -> Path:
+        """A run from `latest` (the newest with one of the `latest` statuses and a model; with `latest`
+        None, the newest run whatever its status), an id, a unique part of an id (its name, say), or
+        a path to a run folder."""
         if ref is not None and not ref.strip():
             raise RunNotFound("The run id is empty; see `fmnist runs` for the ids.")
         ref = (ref or "latest").strip()
         if ref == "latest":
             runs = self.list_runs()
-            done = [r for r in runs if r.status in latest and r.model_path]
+            done = runs if latest is None else [r for r in runs if r.status in latest and r.model_path]
             if not done:
+                if latest is None:
+                    raise RunNotFound(f"There are no runs in {self.root}; see `fmnist runs`.")
                 if Status.COMPLETED in latest:
                     counts = collections.Counter(r.status.value for r in runs)
                     there = (f" (its {len(runs)} run(s): " + ", ".join(f"{n} {s}" for s, n in counts.most_common())
