@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: run test setup data bytecode browser bench bench-quick docs clean help
+.PHONY: run test setup installed data bytecode browser bench bench-quick docs clean help
 
 help:
 	@echo "make run    set up everything, then train the book's model (fmnist train)"
@@ -25,12 +25,21 @@ bench: setup
 docs: setup
 	$(BIN)/python docs/examples.py
 
-setup: $(STAMP) data bytecode
+setup: $(STAMP) installed data bytecode
+
+# A checkout moved or copied to another folder keeps a working .venv/bin/python, but its `fmnist`
+# script names the old folder's interpreter on its first line and the editable install imports the
+# old folder's code: then the package is installed again, from here (a few seconds).
+installed: $(STAMP)
+	@if head -n 1 $(BIN)/fmnist 2>/dev/null | grep -qxF '#!$(abspath $(BIN))/python' \
+	   && $(BIN)/python -I -c 'import fmnist_cli, os, sys; sys.exit(os.path.dirname(os.path.realpath(fmnist_cli.__file__)) != os.path.realpath("fmnist_cli"))' 2>/dev/null; \
+	then :; else echo "The checkout has moved: installing fmnist again from here."; \
+	  $(BIN)/python -m pip install --quiet -e '.[jax,dev,tensorboard,ray]'; fi
 
 # The package's compiled bytecode, as a regular (non-editable) install writes it: an environment with
 # PYTHONDONTWRITEBYTECODE=1 would otherwise compile fmnist's modules at every command (about 40 ms of
 # `fmnist data`'s 0.2 s). Quick, and only what changed is compiled again.
-bytecode: $(STAMP)
+bytecode: $(STAMP) installed
 	$(BIN)/python -m compileall -q fmnist_cli
 
 # The virtual environment with the package, the JAX extra (so both backends are tested), TensorBoard
@@ -44,7 +53,7 @@ $(STAMP): pyproject.toml
 
 # The data: nothing to do when fmnist finds and verifies the files; else Debian's package where
 # apt-get exists (no download needed on machines with a Debian mirror), else Keras's downloader.
-data: $(STAMP)
+data: $(STAMP) installed
 	@if $(BIN)/fmnist data >/dev/null 2>&1; then echo "Fashion-MNIST: found and verified."; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
