@@ -21,6 +21,8 @@ from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_opti
 from .errors import FmnistError, StorageError, UsageError
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Click's base error class, wherever this Typer takes Click from (0.29 carries its own copy).
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 defer_typer_adapters()   # no pydantic for the defaults: about 90 ms of every command's start-up
 
 
@@ -77,6 +79,14 @@ class _Common:
         own = [p for p in super().get_params(ctx) if p is not help_option]
         return [*own, _debug_option(), *([help_option] if help_option is not None else [])]
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        asked_json = "--json" in args   # before parsing, which consumes `args`
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _ClickException as err:
+            _json_usage_error(err, asked_json)
+            raise
+
     def format_help(self, ctx, formatter):
         saved = sys.stdout
         sys.stdout = _UsageFirst(saved)
@@ -87,7 +97,24 @@ class _Common:
 
 
 class Group(_Common, typer.core.TyperGroup):
-    pass
+    def resolve_command(self, ctx, args):
+        asked_json = "--json" in args
+        try:
+            return super().resolve_command(ctx, args)
+        except _ClickException as err:   # no such command
+            _json_usage_error(err, asked_json)
+            raise
+
+
+def _json_usage_error(err, asked_json: bool) -> None:
+    """A command line Click refuses (an unknown option, a bad value) with --json on it: stdout gets
+    the JSON error document a failing command prints, besides Click's message on stderr."""
+    if asked_json and not getattr(err, "_fmnist_json", False) and type(err).__name__ != "NoArgsIsHelpError":
+        from . import report
+
+        err._fmnist_json = True   # seen again by the group above: printed once
+        with contextlib.suppress(OSError, ValueError):   # (Click's message goes to stderr next)
+            report.print_json({"error": err.format_message(), "type": "UsageError", "exit_code": err.exit_code})
 
 
 class Command(_Common, typer.core.TyperCommand):
@@ -150,6 +177,8 @@ def guarded(func):
     def wrapper(*a, **kw):
         from . import report
 
+        json_out = kw.get("json_out", False)
+        report.printed_json = False   # (tests run many commands in one process)
         try:
             result = func(*a, **kw)
             sys.stdout.flush()   # inside the try: a closed pipe is reported here, not at exit
@@ -157,9 +186,13 @@ def guarded(func):
         except FmnistError as err:
             if debugging():
                 raise
+            if json_out:
+                report.print_json_error(str(err), type(err).__name__, err.exit_code)
             report.err.print(f"[red]Error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
+            if json_out:
+                report.print_json_error("Interrupted.", "Interrupted", 130)
             report.err.print("Interrupted.")
             raise typer.Exit(130) from None
         except BrokenPipeError:
@@ -173,6 +206,8 @@ def guarded(func):
         except Exception as err:
             if debugging():
                 raise
+            if json_out:
+                report.print_json_error(f"{type(err).__name__}: {err}", "UnexpectedError", 1)
             report.err.print(f"[red]Unexpected error:[/] {type(err).__name__}: {escape(str(err))}\n"
                              "Run again with --debug (or FMNIST_DEBUG=1) for the traceback, and "
                              "please report it.", highlight=False, soft_wrap=True)

@@ -3,6 +3,7 @@ The core hands plain dicts and events here; nothing here trains or reads files."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -63,11 +64,25 @@ def fmt(value, digits=4) -> str:
     return str(value)
 
 
+printed_json = False   # once a command's document is out, an error after it adds no second one
+
+
 def print_json(data) -> None:
     """Exactly one JSON document on stdout (NaN written as null so any JSON parser reads it).
     Records print their own `to_json`, so `--json` and the stored files share one format."""
+    global printed_json
     sys.stdout.write(json.dumps(_clean(data), indent=2) + "\n")
     sys.stdout.flush()
+    printed_json = True
+
+
+def print_json_error(message: str, kind: str, exit_code: int) -> None:
+    """A command given --json failed before printing its document: stdout still gets one, so that a
+    script reading it learns what went wrong without parsing stderr (which says it too)."""
+    if printed_json:
+        return
+    with contextlib.suppress(OSError, ValueError):   # a closed stdout: stderr has said it
+        print_json({"error": message, "type": kind, "exit_code": exit_code})
 
 
 def _clean(value):

@@ -133,3 +133,37 @@ def test_random_option_values_never_crash(tmp_path, options, command):
 
 def test_hidden_with_superscript_digits_is_a_usage_error():
     assert_clean_error(invoke("summary", "--hidden", "²"), 2, "--hidden")
+
+
+# --- --json: a failure still prints one JSON document --------------------------------------------
+
+JSON_FAILURES = [
+    (["evaluate", "nosuch", "--json"], "RunNotFound", 2, "No run 'nosuch'"),
+    (["train", "--epochs", "0", "--json"], "UsageError", 2, "--epochs"),
+    (["summary", "--hidden", "abc", "--json"], "UsageError", 2, "--hidden"),
+    (["train", "--epochs", "abc", "--json"], "UsageError", 2, "--epochs"),   # Click's parsing
+    (["train", "--nope", "--json"], "UsageError", 2, "--nope"),
+    (["trian", "--json"], "UsageError", 2, "trian"),
+    (["runs", "rm", "--json"], "UsageError", 2, "Name the runs"),
+]
+
+
+@pytest.mark.parametrize("args,kind,code,mentions", JSON_FAILURES, ids=[" ".join(a) for a, *_ in JSON_FAILURES])
+def test_json_failures_print_a_json_error(args, kind, code, mentions, runs_dir):
+    # A script reading stdout learns what went wrong; stderr still says it to a person.
+    import json
+
+    result = invoke(*args)
+    assert result.exit_code == code
+    doc = json.loads(result.stdout)
+    assert doc["type"] == kind and doc["exit_code"] == code and mentions in doc["error"]
+    assert mentions in result.stderr and "Traceback" not in result.stderr
+
+
+def test_json_error_in_a_real_process_and_only_with_json(runs_dir):
+    import json
+
+    result = fmnist("evaluate", "nosuch", "--json", timeout=60)
+    assert result.returncode == 2 and json.loads(result.stdout)["type"] == "RunNotFound"
+    result = fmnist("evaluate", "nosuch", timeout=60)   # without --json stdout stays empty
+    assert result.returncode == 2 and result.stdout == ""
