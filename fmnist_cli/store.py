@@ -40,16 +40,21 @@ STALE_SECONDS = 60            # a temporary file this old belongs to a write tha
 
 # --- files ----------------------------------------------------------------------------------------
 
-def storage_error(err: OSError, path: Path) -> StorageError:
+def storage_error(err: OSError, path: Path, action: str = "write") -> StorageError:
+    """`action` is what failed, "write" or "remove": removing from a read-only folder is not helped by
+    choosing another runs folder."""
     if err.errno == errno.ENOSPC:
         why = "the disk is full; free some space and run again"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and action == "remove":
+        why = f"permission denied; check the permissions of {Path(path).parent}"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = "permission denied; choose another folder with --runs-dir or $FMNIST_RUNS_DIR"
+        why = ("permission denied; make its folder writable, or choose another runs folder with --runs-dir "
+               "or $FMNIST_RUNS_DIR")
     elif err.errno in (errno.EEXIST, errno.ENOTDIR):
         why = "a file is in the way where a folder should be; choose another folder with --runs-dir"
     else:
         why = f"{(err.strerror or str(err)).lower()}; check the path, or choose another folder with --runs-dir"
-    return StorageError(f"Cannot write {path}: {why}.")
+    return StorageError(f"Cannot {action} {path}: {why}.")
 
 
 def atomic_write_text(path: Path, text: str, *, exclusive: bool = False, durable: bool = True) -> None:
@@ -609,7 +614,7 @@ class RunStore:
         except FileNotFoundError:
             return
         except OSError as err:
-            raise storage_error(err, run_dir) from None
+            raise storage_error(err, run_dir, "remove") from None
         shutil.rmtree(trash, ignore_errors=True)
 
     # --- runs trained elsewhere (a Ray worker without this folder) ---------------------------------
@@ -776,7 +781,7 @@ class RunStore:
                 path.unlink(missing_ok=True)
             (self.comparisons_dir / f".{cid}.lock").unlink(missing_ok=True)
         except OSError as err:
-            raise storage_error(err, path) from None
+            raise storage_error(err, path, "remove") from None
 
 
 def _plain_fields(fields: dict) -> dict:

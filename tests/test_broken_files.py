@@ -211,6 +211,26 @@ def test_read_only_runs_dir_fails_cleanly(tmp_path):
         ro.chmod(0o700)
 
 
+def test_runs_rm_in_a_read_only_folder_says_what_to_check(trained, runs_dir, monkeypatch):
+    # Root ignores permissions, so the refusal is the one a read-only folder gives os.rename. The
+    # advice is about that folder; another --runs-dir would not remove anything.
+    import errno
+
+    from fmnist_cli import store
+
+    run = copy_run(trained, runs_dir)
+
+    def refused(src, dst):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(store.os, "rename", refused)
+    result = invoke("runs", "rm", run.name, "--yes")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]   # after the list of what was to go
+    assert error == f"Error: Cannot remove {run}: permission denied; check the permissions of {runs_dir}."
+    assert (run / "model.keras").exists()
+
+
 # --- safe mode ---------------------------------------------------------------------------------
 
 def test_model_with_a_lambda_layer_is_refused_and_never_runs(trained, runs_dir, tmp_path):
