@@ -33,9 +33,33 @@ class Removal:
                 "leftovers": [str(p) for p in self.leftovers]}
 
 
-def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: str | None = None) -> Removal:
-    if not refs and not broken and comparison is None:
-        raise UsageError("Name the runs to remove, or use --broken or --comparison ID "
+# What --status may name: a run being trained is stopped first, never removed under its process.
+REMOVABLE = (Status.INTERRUPTED, Status.CRASHED, Status.FAILED, Status.DIVERGED, Status.COMPLETED, Status.BROKEN)
+
+
+def parse_statuses(text: str | None) -> set[Status]:
+    """--status interrupted,crashed -> {Status.INTERRUPTED, Status.CRASHED}."""
+    if text is None:
+        return set()
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    allowed = ", ".join(s.value for s in REMOVABLE)
+    if not names:
+        raise UsageError(f"--status takes one or more of {allowed}, comma-separated.")
+    out = set()
+    for name in names:
+        if name == Status.RUNNING:
+            raise UsageError("--status running: those runs are being trained; stop them first (Ctrl-C), then "
+                             "remove them as interrupted.")
+        if name not in {s.value for s in REMOVABLE}:
+            raise UsageError(f"Unknown status {name!r} for --status; choose from {allowed}.")
+        out.add(Status(name))
+    return out
+
+
+def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: str | None = None,
+         statuses: set[Status] = frozenset()) -> Removal:
+    if not refs and not broken and comparison is None and not statuses:
+        raise UsageError("Name the runs to remove, or use --broken, --status or --comparison ID "
                          "(see `fmnist runs rm --help`).")
     chosen: dict[str, RunInfo] = {}
     out = Removal()
@@ -60,6 +84,10 @@ def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: 
                 chosen.setdefault(info.id, info)
         out.comparisons += [c.id for c in store.list_comparisons() if c.broken and c.id not in out.comparisons]
         out.leftovers = [p for p in store.leftovers() if p.parent.name not in chosen]
+    if statuses:
+        for info in store.list_runs(clean=False):
+            if info.status in statuses:
+                chosen.setdefault(info.id, info)
     for info in chosen.values():
         foreign = store.foreign_files(Path(info.run_dir))
         if foreign:

@@ -589,6 +589,7 @@ def remove_runs(
     run_ids: Annotated[Optional[list[str]], typer.Argument(help="Runs to remove: ids, unique parts of ids, or 'latest'.", show_default=False)] = None,
     broken: Annotated[bool, typer.Option("--broken", help="Also remove every broken run and comparison, and leftovers of interrupted saves.")] = False,
     comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Remove this comparison and all its runs.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Also remove every run of these statuses, comma-separated: interrupted, crashed, failed, diverged, completed, broken.", show_default=False)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     runs_dir: RunsDir = None, json_out: Json = False,
 ):
@@ -602,13 +603,16 @@ def remove_runs(
 
       fmnist runs rm --broken --yes
 
+      fmnist runs rm --status crashed,interrupted
+
       fmnist runs rm --comparison latest
     """
     from . import cleanup, report
     from .store import RunStore
 
+    statuses = cleanup.parse_statuses(status)
     store = RunStore.at(runs_dir)
-    plan = cleanup.plan(store, list(run_ids or []), broken=broken, comparison=comparison)
+    plan = cleanup.plan(store, list(run_ids or []), broken=broken, comparison=comparison, statuses=statuses)
     if plan.empty:
         say(report.err, "Nothing to remove.")
         if json_out:

@@ -376,6 +376,26 @@ def test_rm_broken_removes_broken_runs_comparisons_and_leftovers(runs_dir):
     assert not leftover.exists() and good in {r["id"] for r in listed()}
 
 
+def test_rm_status_removes_every_run_of_those_statuses(runs_dir):
+    done, stopped, diverged = train()["run_dir"], train()["run_dir"], train()["run_dir"]
+    for run_dir, status in ((stopped, "interrupted"), (diverged, "diverged")):
+        info = read_json(Path(run_dir) / "run.json")
+        (Path(run_dir) / "run.json").write_text(json.dumps({**info, "status": status}))
+    assert {r["status"] for r in listed()} == {"completed", "interrupted", "diverged"}
+    result = invoke("runs", "rm", "--status", "interrupted, DIVERGED", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads(result.stdout)["runs"]) == sorted([Path(stopped).name, Path(diverged).name])
+    assert [r["id"] for r in listed()] == [Path(done).name]
+
+
+@pytest.mark.parametrize("value,mentions", [("running", "stop them first"), ("lost", "Unknown status 'lost'"),
+                                             (",", "--status takes")])
+def test_rm_status_refuses_what_it_cannot_remove(runs_dir, value, mentions):
+    run = train()["run_id"]
+    assert_clean_error(invoke("runs", "rm", "--status", value, "--yes"), 2, mentions)
+    assert [r["id"] for r in listed()] == [run]
+
+
 def test_rm_refuses_a_run_still_being_trained(runs_dir):
     run = train()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
