@@ -316,6 +316,23 @@ class RunInfo(Record):
         except ValueError:
             return ""
 
+    @property
+    def saved_val_accuracy(self) -> float | None:
+        """The val accuracy of the epoch model.keras holds, what `evaluate --split val` gives: the best
+        epoch's with early stopping, else the last one's (a run being trained: its checkpoint's)."""
+        r = self.record
+        if r is None:
+            return None
+        epoch, final = r.model_epoch, (r.final or {}).get("val_accuracy")
+        if epoch is not None and epoch == r.best_epoch:
+            return r.best_val_accuracy
+        values = (self.history or {}).get("val_accuracy") or []
+        if epoch is not None and 0 < epoch <= len(values):
+            return values[epoch - 1]
+        if epoch is not None and epoch == r.epochs_run and final is not None:
+            return final
+        return r.best_val_accuracy   # runs saved before model_epoch was recorded
+
     def get(self, key, default=None):
         """A run.json field (best_val_accuracy, seconds, ...) or `default`."""
         value = getattr(self.record, key, None) if self.record else None

@@ -361,6 +361,11 @@ def train_result(result, console: Console, brief: bool = False) -> None:
     if result.stopped_early:
         console.print(f"Stopped early after {result.epochs_run} epochs; the saved model is epoch {best}'s.",
                       highlight=False)
+    elif best and not brief and result.model_epoch and result.model_epoch != best:
+        last = (result.history or {}).get("val_accuracy") or []
+        value = f", val_accuracy {fmt(last[result.model_epoch - 1])}" if len(last) >= result.model_epoch else ""
+        say(console, f"The saved model is the last epoch's ({result.model_epoch}{value}); --early-stopping N "
+                     "keeps the best epoch's.", markup=False)
     if not result.kept:
         say(console, f"Interrupted in {result.seconds:.1f}s, before the first epoch finished: nothing to keep, "
                      "so the run was not saved.", markup=False)
@@ -455,7 +460,7 @@ def runs_table(records: list, console: Console) -> None:
             Col("config", [Text(f"{r.config.short()} {BACKEND_SHORT.get(r.config.backend, r.config.backend)}"
                                 if r.config is not None else "?") for r in records], "left",
                 drop=1, cut=1, least=16),
-            Col("val acc", [fmt(r.get("best_val_accuracy")) for r in records]),
+            Col("val acc", [fmt(r.saved_val_accuracy) for r in records]),   # what `evaluate` reproduces
             Col("test acc", [fmt(t.accuracy if t else None) for t in tests], drop=6 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),
             Col("time", [duration(r.get("seconds")) for r in records], drop=5)]

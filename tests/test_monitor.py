@@ -173,6 +173,18 @@ def test_train_says_which_metric_the_best_epoch_is_by(shaped):
     assert "Best epoch (highest val_accuracy): 4 (val_accuracy 0.8600)." in text
 
 
+def test_the_saved_models_epoch_is_said_and_listed(shaped, runs_dir):
+    # Without early stopping the model is the last epoch's: train says so when the best is another,
+    # and `fmnist runs` lists the saved model's val acc (what `evaluate --split val` would give).
+    text = invoke("train", "--epochs", "6").stdout
+    assert "The saved model is the last epoch's (6, val_accuracy 0.8500); --early-stopping N" in text
+    invoke("train", "--epochs", "6", "--early-stopping", "2")   # stops after 4, keeps epoch 2
+    assert "The saved model" not in invoke("train", "--epochs", "6", "--monitor", "loss",
+                                           "--early-stopping", "9").stdout   # best (5) kept: no such line
+    rows = [line.split() for line in invoke("runs").stdout.splitlines() if line.startswith("20")]
+    assert [row[-4] for row in rows] == ["0.8400", "0.8200", "0.8500"]   # newest first: epochs 5, 2, 6
+
+
 @pytest.mark.parametrize("command", ["train", "compare"])
 def test_an_unknown_monitor_is_a_usage_error_listing_the_choices(fake_engine, command, runs_dir):
     result = invoke(command, *(["adam"] if command == "compare" else []), "--monitor", "val_acc")
