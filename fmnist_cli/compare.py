@@ -99,8 +99,11 @@ def expand(base: RunConfig, optimizers: list[str], axes: dict[str, list], overri
     variants, labels = [], set()
     for combo in itertools.product(*(axes[k] for k in keys)):
         settings = dict(zip(keys, combo))
-        if "learning_rate" in settings:   # an lr axis overrides the optimizer's own learning rate
+        if "learning_rate" in settings:   # an lr axis sets the optimizer's learning rate
             opt = settings.get("optimizer", base.optimizer)
+            if opt.learning_rate is not None:   # it would be dropped without a word
+                raise UsageError(f"A varied learning rate (--vary lr=...) and the optimizer {opt.label()!r} both "
+                                 f"set it; name the optimizer without lr= (e.g. {opt.name!r}).")
             settings["optimizer"] = dataclasses.replace(opt, learning_rate=settings.pop("learning_rate"))
         label = " ".join(_value_label(k, combo[i]) for i, k in enumerate(keys))
         if label in labels:

@@ -98,7 +98,8 @@ def _parse_float(text: str, what: str) -> float:
 
 def parse_optimizer(text: str, learning_rate: float | None = None, momentum: float | None = None,
                     nesterov: bool | None = None) -> OptimizerSpec:
-    """Parse `name[:key=value,...]`; explicit keyword overrides win over the spec's own settings."""
+    """Parse `name[:key=value,...]`, with the settings of explicit options (--learning-rate ...) added;
+    a setting given both ways with two values is refused rather than one of them silently dropped."""
     text = (text or "").strip()
     name, _, rest = text.partition(":")
     name = name.strip().lower()
@@ -117,12 +118,16 @@ def parse_optimizer(text: str, learning_rate: float | None = None, momentum: flo
             settings[key] = _parse_bool(value, f"nesterov in {text!r}")
         else:
             settings[key] = _parse_float(value, f"{key} in {text!r}")
-    if learning_rate is not None:
-        settings["learning_rate"] = learning_rate
-    if momentum is not None:
-        settings["momentum"] = momentum
-    if nesterov is not None:
-        settings["nesterov"] = nesterov
+    options = {"learning_rate": (learning_rate, "--learning-rate"), "momentum": (momentum, "--momentum"),
+               "nesterov": (nesterov, "--nesterov")}
+    for key, (value, option) in options.items():
+        if value is None:
+            continue
+        if key in settings and settings[key] != value:   # one would be dropped without a word
+            raise UsageError(f"{text!r} sets {key.replace('_', ' ')} {settings[key]:g} and {option} sets it to "
+                             f"{value:g}; give it once." if key != "nesterov" else
+                             f"{text!r} and {option} disagree on nesterov; give it once.")
+        settings[key] = value
     spec = OptimizerSpec(name=name, **settings)
     _validate_optimizer(spec)
     return spec

@@ -102,6 +102,13 @@ def test_vary_activation_and_hidden_with_optimizers_is_the_full_grid():
     assert [v["config"]["optimizer"]["learning_rate"] for v in lr] == [0.1, 0.1, 0.01, 0.01]
 
 
+@pytest.mark.parametrize("optimizers,vary", [(["sgd:lr=0.1"], []), ([], ["optimizer=adam,adam:lr=0.1"])])
+def test_a_varied_lr_beside_an_optimizers_own_lr_is_refused(optimizers, vary):
+    # The lr axis replaced the optimizer's lr=0.1 without a word, and the label still said lr=0.1.
+    with pytest.raises(UsageError, match="both set it"):
+        cmp.expand(RunConfig().validate(), optimizers, cmp.parse_vary(["lr=0.01,0.05", *vary]))
+
+
 @pytest.mark.parametrize("vary", ["speed=1,2", "activation=", "hidden=1,abc", "activation=foo", "lr=x"])
 def test_bad_vary_is_a_usage_error(vary):
     with pytest.raises(UsageError):

@@ -39,6 +39,16 @@ def test_optimizer_names_and_overrides():
     assert parse_optimizer(spec.label()) == spec
 
 
+def test_a_setting_given_twice_with_two_values_is_refused():
+    # Neither may be dropped without a word: `--optimizer sgd:lr=0.1 --lr 0.01` trained at 0.01.
+    assert parse_optimizer("sgd:lr=0.1", learning_rate=0.1).learning_rate == 0.1   # the same value twice
+    for text, kw, mentions in (("sgd:lr=0.1", {"learning_rate": 0.01}, "--learning-rate sets it to 0.01"),
+                               ("sgd:momentum=0.5", {"momentum": 0.9}, "--momentum"),
+                               ("nesterov:nesterov=false", {"nesterov": True}, "disagree on nesterov")):
+        with pytest.raises(UsageError, match=mentions):
+            parse_optimizer(text, **kw)
+
+
 @pytest.mark.parametrize("text", ["adamx", "sgd:lr=abc", "sgd:foo=1", "adam:momentum=0.9", "sgd:lr=-1", "sgd:lr"])
 def test_bad_optimizers_list_the_choices_or_the_problem(text):
     with pytest.raises(UsageError) as err:
