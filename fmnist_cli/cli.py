@@ -711,12 +711,14 @@ def compare(
     console = _consoles(json_out)
     if list_all:
         items = store.list_comparisons()
+        runs = store.list_runs(clean=False) if items else []   # read once for every comparison
+        summaries = {c.id: cmp.summarize(store, c, runs) for c in items if not c.broken}
         if json_out:
-            report.print_json([c.listing() for c in items])
+            report.print_json([c.listing(summaries.get(c.id)) for c in items])
         elif not items:
             say(report.err, f"No comparisons in {root} yet. Start one with `fmnist compare sgd rmsprop adam`.")
         else:
-            report.comparison_list(items, console)
+            report.comparison_list(items, summaries, console)
         return
     # --show trains nothing: a $FMNIST_JOBS meant for training must not stop it
     if show is None and jobs is None and os.environ.get("FMNIST_JOBS", "").strip():

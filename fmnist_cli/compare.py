@@ -17,7 +17,7 @@ from .engines import best_index
 from .errors import Busy, FmnistError, UsageError
 from .records import (FINISHED, METRICS, RESUMABLE, ComparisonRecord, ComparisonSummary, Plan, RunDone, RunInfo,
                       SlotSummary, Status, VariantSpec, VariantSummary)
-from .store import RunStore, atomic_write_text, now
+from .store import RunStore, atomic_write_text, in_comparison, now
 
 VARY_KEYS = {"activation": "activation", "hidden": "hidden", "dropout": "dropout",
              "lr": "learning_rate", "learning_rate": "learning_rate", "batch_size": "batch_size",
@@ -277,7 +277,8 @@ def stat(values) -> dict:
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": len(arr)}
 
 
-def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict) -> SlotSummary:
+def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict,
+          known: RunInfo | None = None) -> SlotSummary:
     if run_id is None:
         failed = f"{vi}:{r}" in errors
         return SlotSummary(run_id=None, repeat=r, status=Status.FAILED if failed else Status.MISSING,
@@ -286,7 +287,7 @@ def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict) ->
     if not run_dir.is_dir():
         return SlotSummary(run_id=run_id, repeat=r, status=Status.MISSING,
                            message="its run folder is gone (removed, or never written)")
-    info = store.load_run(run_dir)
+    info = known if known is not None else store.load_run(run_dir)
     return SlotSummary(run_id=run_id, repeat=r, seed=info.config.seed if info.config else None,
                        status=info.status, message=info.reason or info.get("message"),
                        best_epoch=info.get("best_epoch"), best_val_accuracy=info.get("best_val_accuracy"),
@@ -296,15 +297,20 @@ def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict) ->
                        history=info.history if info.status != Status.BROKEN else None)
 
 
-def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
-    """The comparison as a record: each variant with its runs and the figures over its usable seeds."""
+def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | None = None) -> ComparisonSummary:
+    """The comparison as a record: each variant with its runs and the figures over its usable seeds.
+    `runs`: every run of the folder, listed once for many comparisons (`compare --list`)."""
     variants = []
     monitor = monitor_of(record)
+    if runs is None:
+        members, known = store.list_runs(comparison=record.id, clean=False), {}
+    else:
+        members, known = [m for m in runs if in_comparison(m, record.id)], {m.id: m for m in runs}
     # A slot's run is written into the record when its unit finishes. Until then (or for good, when
     # the process was killed) the slot's newest run stands in it: `--show` says running or crashed,
     # with the figures so far, not missing. A run being trained also stands in for an older one.
     newest: dict[tuple, RunInfo] = {}
-    for m in store.list_runs(comparison=record.id, clean=False):   # newest first
+    for m in members:   # newest first
         if m.config is not None:
             newest.setdefault((m.config.variant, m.config.repeat), m)
 
@@ -313,8 +319,9 @@ def summarize(store: RunStore, record: ComparisonRecord) -> ComparisonSummary:
         return m.id if m is not None and (run_id is None or m.status == Status.RUNNING) else run_id
 
     for vi, variant in enumerate(record.variants):
-        slot_list = [_slot(store, vi, r, standing(variant.label, r, run_id), record.errors)
-                     for r, run_id in enumerate(variant.runs)]
+        stands = [standing(variant.label, r, run_id) for r, run_id in enumerate(variant.runs)]
+        slot_list = [_slot(store, vi, r, run_id, record.errors, known.get(run_id))
+                     for r, run_id in enumerate(stands)]
         agg = aggregate(slot_list, monitor)
         variants.append(VariantSummary(label=variant.label, settings=variant.settings, runs=slot_list,
                                        status=_variant_status(slot_list), n=agg["n"], of=record.repeats,

@@ -464,11 +464,13 @@ class ComparisonRecord(Record):
     def labels(self) -> list[str]:
         return [v.label for v in self.variants]
 
-    def listing(self) -> dict:
-        """The line `fmnist compare --list --json` prints."""
+    def listing(self, summary=None) -> dict:
+        """The line `fmnist compare --list --json` prints; `summary` (its ComparisonSummary) gives the
+        status and the best variant of a comparison that is not broken."""
+        status = Status.BROKEN.value if self.broken else (summary.status.value if summary else None)
         return {"id": self.id, "created": self.created, "repeats": self.repeats or None,
-                "variants": self.labels, "status": Status.BROKEN.value if self.broken else None,
-                "reason": self.broken}
+                "variants": self.labels, "status": status, "reason": self.broken,
+                "best_variant": summary.best_variant if summary else None}
 
 
 @dataclass(kw_only=True)

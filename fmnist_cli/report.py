@@ -483,13 +483,18 @@ def removal_plan(plan, console: Console) -> None:
         say(console, f"leftover {path}", markup=False)
 
 
-def comparison_list(records, console: Console) -> None:
-    """`fmnist compare --list`: one line per comparison; a damaged one says why."""
+def comparison_list(records, summaries: dict, console: Console) -> None:
+    """`fmnist compare --list`: one line per comparison, with its status and best variant; a damaged
+    one says why."""
     for c in records:
         if c.broken:
             say(console, Text.assemble(f"{c.id}  ", ("broken", "red"), f": {c.broken}"))
-        else:
-            console.print(f"{c.id}  repeats {c.repeats}  {', '.join(c.labels)}", highlight=False, markup=False)
+            continue
+        summary = summaries[c.id]
+        best = f"  best: {summary.best_variant}" if summary.best_variant else ""
+        line = Text.assemble(f"{c.id}  ", (summary.status.value, COLORS.get(summary.status, "white")),
+                             f"  repeats {c.repeats}  {', '.join(c.labels)}{best}")
+        console.print(line, highlight=False)
 
 
 def tensorboard_export(result, console: Console) -> None:

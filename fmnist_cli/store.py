@@ -145,6 +145,12 @@ def _so_far(record: RunRecord, history: dict, config) -> RunRecord:
         seconds=record.seconds if record.seconds is not None else (round(sum(seconds), 3) if seconds else None))
 
 
+def in_comparison(info: RunInfo, comparison: str) -> bool:
+    """Whether a run was trained for that comparison (its run.json says so, or its config does)."""
+    return (info.record is not None and info.record.comparison == comparison) or \
+        getattr(info.config, "comparison", None) == comparison
+
+
 def _is_zip(path: Path) -> bool:
     """A .keras file is a zip archive (zipfile imported here: listings need it, start-up does not)."""
     import zipfile
@@ -521,8 +527,7 @@ class RunStore:
             info = self.load_run(run_dir)
             if clean and info.status != Status.RUNNING:
                 self._clean(run_dir)
-            if comparison and (info.record is None or info.record.comparison != comparison) and \
-                    getattr(info.config, "comparison", None) != comparison:
+            if comparison and not in_comparison(info, comparison):
                 continue
             runs.append(info)
         runs.sort(key=lambda r: (r.created, r.id), reverse=True)

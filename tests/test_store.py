@@ -91,7 +91,8 @@ def test_a_damaged_comparison_record_breaks_only_itself(runs_dir, content):
     bad = compare("sgd")["comparison_id"]
     (runs_dir / "comparisons" / f"{bad}.json").write_text(content)
     items = json.loads(invoke("compare", "--list", "--json").stdout)
-    assert [i["status"] for i in items] == ["broken", None] and items[0]["reason"]
+    assert [i["status"] for i in items] == ["broken", "completed"] and items[0]["reason"]
+    assert items[0]["best_variant"] is None and items[1]["best_variant"] in ("sgd", "adam")
     assert invoke("compare", "--list").exit_code == 0
     # aimed at it: one sentence, exit 2; `latest` is the newest usable one
     for args in (["compare", "--show", bad], ["compare", "--resume", bad]):
@@ -350,6 +351,16 @@ def test_rm_of_a_comparisons_run_empties_its_slot_and_resume_refills_it(runs_dir
     fake_engine.trained.clear()
     compare("--resume", "latest")
     assert [(c.variant, c.repeat) for c in fake_engine.trained] == [("adam", 0)]
+
+
+def test_compare_list_gives_each_comparisons_status_and_best_variant(runs_dir, fake_engine):
+    summary = compare("sgd", "adam", "--repeats", "2")
+    listed_ = json.loads(invoke("compare", "--list", "--json").stdout)
+    assert [(c["status"], c["best_variant"]) for c in listed_] == [("completed", summary["best_variant"])]
+    assert invoke("runs", "rm", summary["variants"][0]["runs"][1]["run_id"], "--yes").exit_code == 0
+    assert json.loads(invoke("compare", "--list", "--json").stdout)[0]["status"] == "incomplete"
+    line = invoke("compare", "--list").stdout.strip()
+    assert line.startswith(f"{summary['comparison_id']}  incomplete  repeats 2  sgd, adam  best: ")
 
 
 def test_rm_comparison_removes_it_and_its_runs(runs_dir):
