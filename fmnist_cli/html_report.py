@@ -89,12 +89,12 @@ def pm(stat: dict | None, digits: int = 4) -> str:
 
 
 def epoch_pm(stat: dict | None) -> str:
-    """A mean best epoch: `5` when the seeds agree, else `4.67 ± 0.58`."""
+    """A mean best epoch: `5` when the seeds agree, else `4.67 ± 0.58` (`3.00 ± 2.00`, not `3 ± 2.00`)."""
     if not stat or stat.get("mean") is None:
         return "-"
     if not stat.get("std"):
         return f"{stat['mean']:.3g}"
-    return f'{stat["mean"]:.3g}<span class="sd"> ± {stat["std"]:.2f}</span>'
+    return f'{stat["mean"]:.2f}<span class="sd"> ± {stat["std"]:.2f}</span>'
 
 
 def status_html(status) -> str:
@@ -218,7 +218,7 @@ def environment(infos: list[RunInfo]) -> str:
     keys = [k for k in order if k in values] + sorted(k for k in values if k not in order)
     out = ['<div class="grid">']
     if keys:
-        out.append("<div><h3>Where the runs were trained</h3>")
+        out.append(f"<div><h3>Where the run{'s were' if len(infos) > 1 else ' was'} trained</h3>")
         out.append(key_values([(k, esc(", ".join(map(str, values[k])))) for k in keys]))
         missing = [k for k in ("fmnist", "cpus") if k not in values]
         if missing:
@@ -247,8 +247,9 @@ def run_page(store: RunStore, run_dir: Path) -> str:
                            f"`fmnist runs rm {info.id}` removes it.")
     history = info.history
     if not history or not history["loss"]:
+        later = " yet; wait for its first epoch, or pick" if info.status == Status.RUNNING else "; pick"
         raise RunNotFound(f"Run {info.id} has no finished epoch (status: {info.status}), so there is nothing to "
-                          "report yet; pick another run (`fmnist runs`).")
+                          f"report{later} another run (`fmnist runs`).")
     from . import figures
 
     config, record = info.config, info.record
@@ -354,7 +355,7 @@ def comparison_page(store: RunStore, cid: str) -> str:
     for v in summary.variants:
         agg = v.aggregate
         star = '<span class="star" title="best variant">★</span> ' if v.label == summary.best_variant else ""
-        row = [star + esc(v.label), f"{v.n}" + (f" of {v.of}" if v.n < v.of else ""),
+        row = [star + esc(v.label), f"{v.n} of {v.of}",   # as the terminal's table says it
                *(pm(agg["final"][m]) for m in METRICS), pm(agg["best_val_accuracy"]), epoch_pm(agg["best_epoch"])]
         if "test" in splits:
             found = evaluations(v, "test")

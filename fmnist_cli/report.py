@@ -564,7 +564,7 @@ def pm(s: dict, digits=4) -> str:
         return "-"
     text = f"{s['mean']:.{digits}f}"
     if s.get("std") is not None:
-        text += f"±{s['std']:.{max(digits - 1, 1)}f}"
+        text += f"±{s['std']:.{max(digits - 1, 2)}f}"   # s/epoch (2 digits): 0.27±0.01, not 0.27±0.0
     return text
 
 
@@ -686,8 +686,9 @@ def comparison_table(summary, console: Console) -> None:
                                row_styles=["bold" if v.label == summary.best_variant else None for v in variants]))
     if summary.best_variant:
         span = f" Curves span {lo:.4f}-{hi:.4f}." if "curve" in shown else ""   # not when left out
-        say(console, f"★ best: {summary.best_variant} (highest val_accuracy at the best epoch, by "
-                     f"{monitor_phrase(monitor)}{', mean over seeds' if n > 1 else ''}).{span}", markup=False)
+        by = "" if monitor == "val_accuracy" else f" at the best epoch, by {monitor_phrase(monitor)}"
+        say(console, f"★ best: {summary.best_variant} (highest val_accuracy{by}"
+                     f"{', mean over seeds' if n > 1 else ''}).{span}", markup=False)
     for v in variants:
         for r in v.runs:
             if r.status in (Status.DIVERGED, Status.FAILED, Status.BROKEN) and r.message:

@@ -215,6 +215,8 @@ def test_compare_aggregates_by_the_monitor_and_says_so(shaped):
     assert "best epoch: lowest val_loss" in text and "by lowest val_loss" in " ".join(text.split())
     out = json.loads(invoke("compare", "adam", "--epochs", "6", "--monitor", "accuracy", "--json").stdout)
     assert out["monitor"] == "accuracy" and out["variants"][0]["aggregate"]["best_epoch"]["mean"] == 3
+    text = " ".join(invoke("compare", "adam", "sgd", "--epochs", "6", "--monitor", "val_accuracy").stdout.split())
+    assert "(highest val_accuracy)." in text and "by highest" not in text   # said once, not twice
 
 
 def test_old_runs_and_comparisons_read_as_val_accuracy(shaped, runs_dir):
