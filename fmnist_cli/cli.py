@@ -395,7 +395,7 @@ def train(
 
 @command()
 def evaluate(
-    run: Annotated[str, typer.Argument(help="Run id, id prefix, path to a run folder, or 'latest'.")] = "latest",
+    run: Annotated[str, typer.Argument(help="Run id, any unique part of one, path to a run folder, or 'latest'.")] = "latest",
     split: Annotated[str, typer.Option("--split", help="val (the run's own validation split) or test.")] = "val",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the confusion matrix as a heatmap to this PNG file.")] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, backend: Backend = None, json_out: Json = False,

@@ -526,7 +526,8 @@ def data_info(info: dict, console: Console) -> None:
     cols += [Col(split, [f"{n:,}" for n in splits[split]] + [f"{sum(splits[split]):,}"]) for split in splits]
     console.print(fitted_table(cols, console.width, row_styles=[None] * len(names) + ["bold"],
                                title=f"Class counts (validation split {info['val_size']:g}, "
-                                     f"seed {info['split_seed']})"))
+                                     f"seed {info['split_seed']}" + (f"; train limited to {info['limit']:,}"
+                                                                     if info.get("limit") else "") + ")"))
 
 
 def cache_line(cache: dict) -> str:
