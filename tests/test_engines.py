@@ -199,6 +199,62 @@ def test_vmapped_families_give_the_unrolled_numbers(tmp_path):
     assert out["vmapped"][3]["history"]["loss"] != out["vmapped"][4]["history"]["loss"]
 
 
+LANES_SCRIPT = textwrap.dedent("""
+    import json, os
+    from fmnist_cli import backend, data
+    from fmnist_cli.config import RunConfig, parse_optimizer
+    backend.configure("jax")
+    from fmnist_cli.engines import fused
+    split = data.make_split(data.load(), limit=600)
+    cfgs = [RunConfig(backend="jax", limit=600, epochs=2, dropout=0.2, optimizer=parse_optimizer(o), seed=s).validate()
+            for o, s in (("sgd", 1), ("rmsprop", 2), ("adam", 3), ("adam:lr=0.01", 4))]
+    out = {}
+    for cores in (1, 2, 8):
+        os.sched_getaffinity = lambda pid, cores=cores: set(range(cores))
+        seen = []
+        real = fused._side_by_side
+        fused._side_by_side = lambda run, count: seen.append(count) or real(run, count)
+        outcomes = fused.train(cfgs, split, lambda e: None, lambda: False)
+        fused._side_by_side = real
+        out[cores] = {"lanes": max(seen), "runs": [{"history": o.history, "weights": [w.tolist() for w in o.model.get_weights()]}
+                                                   for o in outcomes]}
+    print(json.dumps(out))
+""")
+
+
+def test_lanes_use_the_cores_and_never_change_the_numbers():
+    """A group's families, split into programs run side by side from threads (one per core), train
+    bit for bit as in one program."""
+    pytest.importorskip("jax")
+    proc = subprocess.run([sys.executable, "-c", LANES_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [out[c]["lanes"] for c in ("1", "2", "8")] == [1, 2, 4]
+    for cores in ("2", "8"):
+        for a, b in zip(out["1"]["runs"], out[cores]["runs"]):
+            assert a["weights"] == b["weights"], cores
+            for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):   # (not the seconds)
+                assert a["history"][metric] == b["history"][metric], (cores, metric)
+
+
+def test_lanes_balance_the_work():
+    from fmnist_cli.config import RunConfig, parse_optimizer
+    from fmnist_cli.engines.fused import lanes
+
+    configs = [RunConfig(optimizer=parse_optimizer("adam"), hidden=h).validate() for h in ((300, 100), (100,), (100,), (50,))]
+    import os
+
+    real = os.sched_getaffinity
+    try:
+        os.sched_getaffinity = lambda pid: {0, 1}
+        assert lanes([[0], [1], [2], [3]], configs, "cpu") == [[0], [1, 2, 3]]   # the big one alone
+        assert lanes([[0], [1], [2], [3]], configs, "gpu") == [[0, 1, 2, 3]]
+        os.sched_getaffinity = lambda pid: {0}
+        assert lanes([[0], [1]], configs, "cpu") == [[0, 1]]
+    finally:
+        os.sched_getaffinity = real
+
+
 def test_families_group_what_can_share_a_vmapped_step():
     from fmnist_cli.config import RunConfig, parse_optimizer
     from fmnist_cli.engines.fused import families
