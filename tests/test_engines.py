@@ -203,10 +203,12 @@ LANES_SCRIPT = textwrap.dedent("""
     import json, os
     from fmnist_cli import backend, data
     from fmnist_cli.config import RunConfig, parse_optimizer
-    backend.configure("jax")
+    import sys
+    name = sys.argv[1]
+    backend.configure(name)
     from fmnist_cli.engines import fused
     split = data.make_split(data.load(), limit=600)
-    cfgs = [RunConfig(backend="jax", limit=600, epochs=2, dropout=0.2, optimizer=parse_optimizer(o), seed=s).validate()
+    cfgs = [RunConfig(backend=name, limit=600, epochs=2, dropout=0.2, optimizer=parse_optimizer(o), seed=s).validate()
             for o, s in (("sgd", 1), ("rmsprop", 2), ("adam", 3), ("adam:lr=0.01", 4))]
     out = {}
     for cores in (1, 2, 8):
@@ -222,11 +224,12 @@ LANES_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_lanes_use_the_cores_and_never_change_the_numbers():
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_lanes_use_the_cores_and_never_change_the_numbers(backend):
     """A group's families, split into programs run side by side from threads (one per core), train
     bit for bit as in one program."""
-    pytest.importorskip("jax")
-    proc = subprocess.run([sys.executable, "-c", LANES_SCRIPT], capture_output=True, text=True, timeout=300)
+    pytest.importorskip(backend)
+    proc = subprocess.run([sys.executable, "-c", LANES_SCRIPT, backend], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [out[c]["lanes"] for c in ("1", "2", "8")] == [1, 2, 4]

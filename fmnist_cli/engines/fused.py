@@ -49,7 +49,7 @@ def train(configs, split, on_event, should_stop, checkpoint=None, starts=None) -
     if keras.backend.backend() == "jax":
         program = _JaxProgram(models, optimizers, states, n, batch_size, steps, configs)
     else:
-        program = _TensorFlowProgram(models, optimizers, states, n, batch_size, steps)
+        program = _TensorFlowProgram(models, optimizers, states, n, batch_size, steps, configs)
     trackers = [EpochTracker.for_config(c) for c in configs]
     for tracker, start in zip(trackers, starts):
         if start:
@@ -451,7 +451,7 @@ def _jax_step(fams, order_of, xs, ys):
 class _TensorFlowProgram:
     """The runs' state in their Keras variables, updated inside XLA-compiled `tf.function`s."""
 
-    def __init__(self, models, optimizers, states, n, batch_size, steps):
+    def __init__(self, models, optimizers, states, n, batch_size, steps, configs=None):
         import keras
         import tensorflow as tf
 
@@ -459,6 +459,10 @@ class _TensorFlowProgram:
         for model, optimizer, state in zip(models, optimizers, states):
             _assign(model, optimizer, state)
         K = len(models)
+        # Lanes, as on JAX: each run's steps are its own, so a lane of runs is a program of its own.
+        device = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+        self.lanes = lanes([[k] for k in range(K)], configs, device) if configs else [list(range(K))]
+        lane_order = np.argsort(np.concatenate(self.lanes))
         from ..data import pixel_values
 
         def pixels(values):   # uint8 -> the float32 images numpy's scale() makes, bit for bit
@@ -471,34 +475,38 @@ class _TensorFlowProgram:
             # argsort of them is the permutation XLA's sort gives, in half its time.
             return tf.stack([tf.random.stateless_uniform((n,), seed=tf.stack([seeds[k], epoch])) for k in range(K)])
 
-        def make_segment(length):
-            # One program per segment length, the first step an argument (see _JaxProgram)
+        def make_segment(length, runs):
+            # One program per segment length and lane, the first step an argument (see _JaxProgram)
+            L = len(runs)
+
             @tf.function(jit_compile=True)
             def segment(idx, mask, xs, ys, first):
                 end = first + length
 
                 def body(i, loss_sums, correct_sums):
                     rows, real = idx[i], mask[i]
+                    if L < K:
+                        rows = tf.gather(rows, runs)
                     # One gather for every run's batch, as on JAX.
                     flat = tf.reshape(rows, [-1])
-                    xb_all = tf.reshape(pixels(tf.gather(xs, flat)), tf.concat([[K, batch_size], tf.shape(xs)[1:]], 0))
-                    yb_all = tf.reshape(tf.gather(ys, flat), (K, batch_size))
+                    xb_all = tf.reshape(pixels(tf.gather(xs, flat)), tf.concat([[L, batch_size], tf.shape(xs)[1:]], 0))
+                    yb_all = tf.reshape(tf.gather(ys, flat), (L, batch_size))
                     count = tf.reduce_sum(real)
                     losses, corrects = [], []
-                    for k in range(K):
+                    for j, k in enumerate(runs):
                         with tf.GradientTape() as tape:
-                            yp = models[k](xb_all[k], training=True)
-                            per_example = keras.losses.sparse_categorical_crossentropy(yb_all[k], yp)
+                            yp = models[k](xb_all[j], training=True)
+                            per_example = keras.losses.sparse_categorical_crossentropy(yb_all[j], yp)
                             loss = tf.reduce_sum(per_example * real) / tf.maximum(count, 1.0)
                         grads = tape.gradient(loss, models[k].trainable_variables)
                         optimizers[k].apply(grads, models[k].trainable_variables)
-                        hit = tf.cast(tf.argmax(yp, -1, output_type=yb_all.dtype) == yb_all[k], tf.float32)
+                        hit = tf.cast(tf.argmax(yp, -1, output_type=yb_all.dtype) == yb_all[j], tf.float32)
                         losses.append(loss * count)
                         corrects.append(tf.reduce_sum(hit * real))
                     return i + 1, loss_sums + tf.stack(losses), correct_sums + tf.stack(corrects)
 
                 _, loss_sums, correct_sums = tf.while_loop(
-                    lambda i, *_: i < end, body, (first, tf.zeros(K), tf.zeros(K)))
+                    lambda i, *_: i < end, body, (first, tf.zeros(L), tf.zeros(L)))
                 return loss_sums, correct_sums
             return segment
 
@@ -516,6 +524,7 @@ class _TensorFlowProgram:
         self.steps, self.batch_size = steps, batch_size
         self._segments = {}
         self._make_segment = make_segment
+        self._lane_order = lane_order
         self.n = n
 
     def data(self, x, y):
@@ -534,10 +543,14 @@ class _TensorFlowProgram:
         import tensorflow as tf
 
         first, end = bounds
-        if end - first not in self._segments:
-            self._segments[end - first] = self._make_segment(end - first)
-        # TensorFlow runs it before returning
-        return self._segments[end - first](idx, mask, xs, ys, tf.constant(first, tf.int32))
+        length, start = end - first, tf.constant(first, tf.int32)
+        for i, runs in enumerate(self.lanes):
+            if (length, i) not in self._segments:
+                self._segments[length, i] = self._make_segment(length, runs)
+        # TensorFlow runs each before returning: from threads, the lanes run side by side
+        parts = _side_by_side(lambda i: self._segments[length, i](idx, mask, xs, ys, start), len(self.lanes))
+        return (np.concatenate([np.asarray(p[0]) for p in parts])[self._lane_order],
+                np.concatenate([np.asarray(p[1]) for p in parts])[self._lane_order])
 
     def means(self, losses, corrects):
         return (np.sum([np.asarray(x) for x in losses], axis=0) / self.n,
