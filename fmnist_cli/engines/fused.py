@@ -14,9 +14,10 @@ An epoch runs as a few compiled segments (see SEGMENT_FLOPS), so that a stop req
 a fraction of a second whatever the model size.
 
 A group of K runs that share their data and batch size (a comparison's variants and repeats) is
-stepped inside the same programs: each run has its own model, optimizer, initial weights and batch
-order, but the per-step overhead is paid once. On JAX, a family of runs that differ only in seed and
-learning rate is one vmapped step over stacked state (see VMAP_MIN); other runs are unrolled copies.
+stepped together: each run has its own model, optimizer, initial weights and batch order. On JAX, a
+family of runs that differ only in seed and learning rate is one vmapped step over stacked state
+(see VMAP_MIN); other runs are unrolled copies. On the CPU the group is dealt into lanes, one per
+core, each its own program, stepped side by side from threads (see `lanes`).
 
 Metrics mean what Keras's mean: train loss and accuracy are the epoch means over batches weighted by batch size (a last partial batch included,
 by masking), validation is scored on the whole validation set at each epoch end. Every epoch's batch
