@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from . import __version__
 from .coercion import defer_typer_adapters
+from .cores import cpu_cores
 from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_optimizer
 from .errors import FmnistError, StorageError, UsageError
 
@@ -631,14 +632,6 @@ def remove_runs(
         report.print_json(plan.to_json())
     else:
         say(report.err, f"Removed {plan.describe()}.")
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 @command()

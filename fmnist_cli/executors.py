@@ -65,8 +65,9 @@ class LocalExecutor:
         manager.start(_child_init, (parent, signal.SIGKILL))
         events, stop = manager.Queue(), manager.Event()
         try:
-            with ProcessPoolExecutor(max_workers=min(self.jobs, len(units)), mp_context=ctx,
-                                     initializer=_child_init, initargs=(parent, signal.SIGTERM)) as pool:
+            workers = min(self.jobs, len(units))
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_child_init,
+                                     initargs=(parent, signal.SIGTERM, workers)) as pool:
                 try:
                     yield from self._dispatch(pool, units, events, stop, on_event, should_stop)
                 except BaseException:
@@ -118,13 +119,18 @@ def _drain(events, on_event):
             return
 
 
-def _child_init(parent_pid: int, death_signal: int) -> None:
+def _child_init(parent_pid: int, death_signal: int, workers: int = 1) -> None:
     """In the manager and every worker: ignore the group's Ctrl-C (the parent decides), and die with
     the parent. On Linux the kernel sends `death_signal` when the parent exits (PR_SET_PDEATHSIG); a
     thread polling the parent's pid backs that up everywhere else."""
     # Several workers may share one GPU: JAX would let each take 75% of its memory up front, and the
     # second would fail. Allocating as needed lets them share it (a setting the user made stays).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if workers > 1:   # the workers share the cores: each steps its unit in lanes for its share
+        from .cores import cpu_cores
+        from .engines.fused import lanes_for
+
+        os.environ.setdefault("FMNIST_LANES", str(lanes_for(cpu_cores() // workers)))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes

@@ -211,14 +211,16 @@ LANES_SCRIPT = textwrap.dedent("""
     cfgs = [RunConfig(backend=name, limit=600, epochs=2, dropout=0.2, optimizer=parse_optimizer(o), seed=s).validate()
             for o, s in (("sgd", 1), ("rmsprop", 2), ("adam", 3), ("adam:lr=0.01", 4))]
     out = {}
-    for cores in (1, 2, 8):
+    for setting, cores in (("1", 1), ("2", 2), ("2x2", 2)):
         os.sched_getaffinity = lambda pid, cores=cores: set(range(cores))
+        if setting == "2x2":
+            os.environ["FMNIST_LANES"] = "2"
         seen = []
         real = fused._side_by_side
         fused._side_by_side = lambda run, count: seen.append(count) or real(run, count)
         outcomes = fused.train(cfgs, split, lambda e: None, lambda: False)
         fused._side_by_side = real
-        out[cores] = {"lanes": max(seen), "runs": [{"history": o.history, "weights": [w.tolist() for w in o.model.get_weights()]}
+        out[setting] = {"lanes": max(seen), "runs": [{"history": o.history, "weights": [w.tolist() for w in o.model.get_weights()]}
                                                    for o in outcomes]}
     print(json.dumps(out))
 """)
@@ -232,8 +234,9 @@ def test_lanes_use_the_cores_and_never_change_the_numbers(backend):
     proc = subprocess.run([sys.executable, "-c", LANES_SCRIPT, backend], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [out[c]["lanes"] for c in ("1", "2", "8")] == [1, 2, 4]
-    for cores in ("2", "8"):
+    # one core: one program; two: a lane each (up to 4 a core); $FMNIST_LANES=2: two lanes
+    assert [out[c]["lanes"] for c in ("1", "2", "2x2")] == [1, 4, 2]
+    for cores in ("2", "2x2"):
         for a, b in zip(out["1"]["runs"], out[cores]["runs"]):
             assert a["weights"] == b["weights"], cores
             for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):   # (not the seconds)
@@ -250,12 +253,18 @@ def test_lanes_balance_the_work():
     real = os.sched_getaffinity
     try:
         os.sched_getaffinity = lambda pid: {0, 1}
-        assert lanes([[0], [1], [2], [3]], configs, "cpu") == [[0], [1, 2, 3]]   # the big one alone
+        assert lanes([[0], [1], [2], [3]], configs, "cpu") == [[0], [1], [2], [3]]   # up to 4 a core
         assert lanes([[0], [1], [2], [3]], configs, "gpu") == [[0, 1, 2, 3]]
+        os.environ["FMNIST_LANES"] = "2"
+        assert lanes([[0], [1], [2], [3]], configs, "cpu") == [[0], [1, 2, 3]]   # the big one alone
+        sgd, rmsprop, adam = (RunConfig(optimizer=parse_optimizer(o)).validate() for o in ("sgd", "rmsprop", "adam"))
+        assert lanes([[0], [1], [2]], [sgd, rmsprop, adam], "cpu") == [[2], [0, 1]]   # adam's update costs most
+        del os.environ["FMNIST_LANES"]
         os.sched_getaffinity = lambda pid: {0}
         assert lanes([[0], [1]], configs, "cpu") == [[0, 1]]
     finally:
         os.sched_getaffinity = real
+        os.environ.pop("FMNIST_LANES", None)
 
 
 def test_families_group_what_can_share_a_vmapped_step():

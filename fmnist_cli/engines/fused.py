@@ -315,19 +315,14 @@ def lanes(fams: list[list[int]], configs, device: str) -> list[list[int]]:
     segment run side by side, one thread each. On the CPU, XLA runs one program's elementwise work
     (the optimizers' updates) on one core, the runs one after another; separate programs from
     separate threads use every core: `compare sgd rmsprop adam` on 2 cores, 0.59 s an epoch's
-    training in one program, 0.40-0.44 s in two or three lanes. A run's steps are the same in any
-    lane, so its numbers do not depend on the lanes (tested). On a GPU: one lane, as vmapping is."""
-    import os
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    count = min(len(fams), cores) if device == "cpu" else 1
+    training in one program, 0.40-0.44 s in two or three lanes (fmnist's whole epoch: 0.81 s in one,
+    0.52 s in three). A run's steps are the same in any lane, so its numbers do not depend on the
+    lanes (tested). On a GPU: one lane, as vmapping is."""
+    count = min(len(fams), lane_cap()) if device == "cpu" else 1
     if count <= 1:
         return [list(range(len(fams)))]
     # The costliest family first, each to the least loaded lane; every lane keeps family order.
-    cost = [sum(configs[k].param_count() * (6 * configs[k].batch_size + UPDATE_FLOPS_PER_WEIGHT)
+    cost = [sum(configs[k].param_count() * (6 * configs[k].batch_size + _update_cost(configs[k]))
                 for k in members) for members in fams]
     out, load = [[] for _ in range(count)], [0.0] * count
     for f in sorted(range(len(fams)), key=lambda f: -cost[f]):
@@ -335,6 +330,38 @@ def lanes(fams: list[list[int]], configs, device: str) -> list[list[int]]:
         out[i].append(f)
         load[i] += cost[f]
     return [sorted(lane) for lane in out if lane]
+
+
+# An update's cost a weight, by optimizer, in the units of UPDATE_FLOPS_PER_WEIGHT (Adam's), for
+# dealing runs into lanes: plain SGD's is a multiply-add, RMSprop's and Adagrad's a square root and a
+# division. With Adam's cost for every optimizer, `compare sgd rmsprop adam` on 2 cores paired sgd
+# with adam: 0.61-0.64 s an epoch, against 0.54 s with adam alone in its lane.
+UPDATE_COST = {"SGD": 10, "Adagrad": 50, "RMSprop": 60, "Adam": 80, "AdamW": 90, "Nadam": 110}
+
+
+def _update_cost(config) -> float:
+    return UPDATE_COST.get(config.optimizer.keras_class, UPDATE_FLOPS_PER_WEIGHT)
+
+
+def lane_cap() -> int:
+    """The most lanes: $FMNIST_LANES (1: one program, as before lanes), else lanes_for the cores
+    this process may use (a worker of `--jobs N` is given its share: see executors._child_init)."""
+    import os
+
+    value = os.environ.get("FMNIST_LANES", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    from ..cores import cpu_cores
+
+    return lanes_for(cpu_cores())
+
+
+def lanes_for(cores: int) -> int:
+    """One core: one program. More: up to 4 lanes a core. More lanes than cores still help, as a
+    lane's products run on XLA's pool of threads and its elementwise work on its own thread: on 2
+    cores, 3 runs took 0.59 s an epoch in 2 lanes and 0.52 s in 3; 6 runs 1.05 s in 2, 0.88 s in 6."""
+    return 1 if cores <= 1 else 4 * cores
+
 
 
 def _side_by_side(run, count: int) -> list:
@@ -621,6 +648,7 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
     last = [program.snapshot(k) if first > 1 else None for k in range(len(configs))]
     best = list(last)
     interrupted = False
+    ahead = {}
 
     for epoch in range(first, max(c.epochs for c in configs) + 1):
         active = [k for k, t in enumerate(trackers) if not t.done and epoch <= configs[k].epochs]
@@ -632,7 +660,9 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
         for k in active:
             on_event(EpochStart(member=k, epoch=epoch, steps=steps))
         t0 = time.perf_counter()
-        idx, mask = program.order(seeds, epoch)
+        idx, mask = ahead.pop(epoch) if epoch in ahead else program.order(seeds, epoch)
+        if epoch < max(c.epochs for c in configs):   # the next epoch's, while this one trains
+            ahead = _Ahead(program.order, seeds, epoch + 1)
         losses, corrects = [], []
         for bounds in segments:
             if should_stop():
@@ -667,6 +697,35 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
             checkpoint(k, epoch, trackers[k].history, is_best,
                        lambda k=k, state=state: _materialize(program.models[k], program.optimizers[k], state))
     return last, best, interrupted
+
+
+class _Ahead:
+    """An epoch's batch order, worked out in a thread while the epoch before it trains: its sorts
+    (about 9 ms a run on the CPU) then use a core the training leaves idle (between the products, or
+    beside a lane). It depends on (seed, epoch) alone, so when it is made does not matter.
+    `pop(epoch)` waits for it; an error there is raised then."""
+
+    def __init__(self, order, seeds, epoch: int):
+        import threading
+
+        self.epoch, self._result, self._error = epoch, None, None
+        self._thread = threading.Thread(target=self._run, args=(order, seeds, epoch), daemon=True)
+        self._thread.start()
+
+    def _run(self, order, seeds, epoch):
+        try:
+            self._result = order(seeds, epoch)
+        except BaseException as err:   # raised in the epoch loop's thread, by pop
+            self._error = err
+
+    def __contains__(self, epoch) -> bool:
+        return epoch == self.epoch
+
+    def pop(self, epoch):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 def _outcomes(configs, models, optimizers, trackers, last, best, interrupted) -> list[Outcome]:
