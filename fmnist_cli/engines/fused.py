@@ -16,8 +16,9 @@ a fraction of a second whatever the model size.
 A group of K runs that share their data and batch size (a comparison's variants and repeats) is
 stepped together: each run has its own model, optimizer, initial weights and batch order. On JAX, a
 family of runs that differ only in seed and learning rate is one vmapped step over stacked state
-(see VMAP_MIN); other runs are unrolled copies. On the CPU the group is dealt into lanes, one per
-core, each its own program, stepped side by side from threads (see `lanes`).
+(see VMAP_MIN); other runs are unrolled copies. On the CPU the group is dealt into lanes (a lane
+per run or family, up to 4 a core), each its own program, stepped side by side from threads (see
+`lanes`).
 
 Metrics mean what Keras's mean: train loss and accuracy are the epoch means over batches weighted by batch size (a last partial batch included,
 by masking), validation is scored on the whole validation set at each epoch end. Every epoch's batch
@@ -361,7 +362,6 @@ def lanes_for(cores: int) -> int:
     lane's products run on XLA's pool of threads and its elementwise work on its own thread: on 2
     cores, 3 runs took 0.59 s an epoch in 2 lanes and 0.52 s in 3; 6 runs 1.05 s in 2, 0.88 s in 6."""
     return 1 if cores <= 1 else 4 * cores
-
 
 
 def _side_by_side(run, count: int) -> list:
