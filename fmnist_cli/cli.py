@@ -180,6 +180,7 @@ def guarded(func):
 
         json_out = kw.get("json_out", False)
         report.printed_json = False   # (tests run many commands in one process)
+        report.json_wanted = bool(json_out)
         try:
             result = func(*a, **kw)
             sys.stdout.flush()   # inside the try: a closed pipe is reported here, not at exit
@@ -202,7 +203,11 @@ def guarded(func):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(0) from None
-        except (typer.Exit, typer.Abort, SystemExit):
+        except typer.Abort:   # Ctrl-C or end of input at a confirmation prompt: Click says "Aborted!"
+            if json_out:
+                report.print_json_error("Aborted at the confirmation prompt.", "Interrupted", 1)
+            raise
+        except (typer.Exit, SystemExit):
             raise
         except Exception as err:
             if debugging():
@@ -626,6 +631,8 @@ def remove_runs(
     if not yes:
         if not typer.confirm("Remove them?", default=False, err=True):
             report.err.print("Nothing removed.", highlight=False)
+            if json_out:
+                report.print_json_error("Nothing removed: not confirmed.", "NotConfirmed", 1)
             raise typer.Exit(1)
     cleanup.apply(store, plan)
     if json_out:

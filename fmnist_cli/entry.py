@@ -15,6 +15,7 @@ def main() -> None:
         cli_main()
     except KeyboardInterrupt:   # while importing, or between the commands' own handlers
         sys.stderr.write("Interrupted.\n")
+        _json_interrupted()
         _exit_now()
     except SystemExit as done:
         if done.code == INTERRUPTED:
@@ -74,4 +75,15 @@ def exit_interrupted() -> None:
         sys.stderr.write("Interrupted.\n")
     except (OSError, ValueError, AttributeError):
         pass
+    _json_interrupted()
     _exit_now()
+
+
+def _json_interrupted() -> None:
+    """--json: stdout's one document says it too (unless the command's own is out already)."""
+    report = sys.modules.get("fmnist_cli.report")
+    if report is not None and report.json_wanted:
+        report.print_json_error("Interrupted.", "Interrupted", INTERRUPTED)
+    elif report is None and "--json" in sys.argv[1:]:   # before the command began
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.write('{\n  "error": "Interrupted.",\n  "type": "Interrupted",\n  "exit_code": 130\n}\n')

@@ -315,7 +315,7 @@ class _Pool:
                                                num_gpus=self.executor.gpus_per_unit or None,
                                                max_concurrency=2, max_restarts=0)
         for _ in range(n):
-            actor = cls.remote(self.arrays, self.marker)
+            actor = cls.remote(self.arrays, self.marker, self.executor.cpus_per_unit)
             self.workers.append(_Handle(actor=actor, ready=actor.identity.remote()))
 
     def dispatch(self, units, should_stop):
@@ -479,8 +479,13 @@ class _Worker:
     """A Ray actor: trains the units it is handed, one at a time, keeping the data, the libraries and
     the compiled programs between them. Two threads: one trains, the other answers the driver's polls."""
 
-    def __init__(self, arrays: dict, marker: tuple[str, str, str] | None):
+    def __init__(self, arrays: dict, marker: tuple[str, str, str] | None, cpus: float = 1):
         from . import data
+        from .engines.fused import lanes_for
+
+        # The unit's lanes for the CPUs Ray gave it (--cpus-per-unit), not the node's every core:
+        # several workers share a node. A value the user set in the worker's environment stays.
+        os.environ.setdefault("FMNIST_LANES", str(lanes_for(max(1, int(cpus)))))
 
         self.dataset = data.Dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
                                     Path(arrays["directory"]), arrays["source"])

@@ -65,6 +65,7 @@ def fmt(value, digits=4) -> str:
 
 
 printed_json = False   # once a command's document is out, an error after it adds no second one
+json_wanted = False    # the command was given --json: entry.exit_interrupted prints its error document
 
 
 def print_json(data) -> None:

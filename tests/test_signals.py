@@ -268,6 +268,13 @@ def test_ctrl_c_while_a_new_comparison_starts_leaves_no_record(delay, runs_dir):
         assert "was not saved: no run had started" in err, (out, err)
 
 
+@pytest.mark.parametrize("delay", [0.2, 1.0])   # importing the CLI; TensorFlow loading
+def test_ctrl_c_with_json_prints_the_error_document(delay, runs_dir):
+    rc, out, err, waited = ctrl_c_after(delay, "compare", "sgd", "adam", "--limit", "500", "--epochs", "2", "--json")
+    assert rc == 130 and waited < 2, (rc, out, err)
+    assert json.loads(out) == {"error": "Interrupted.", "type": "Interrupted", "exit_code": 130}
+
+
 # --- kill -9: checkpoints, resume, workers die with their parent -------------------------------------
 
 def test_kill_9_keeps_the_checkpoint_and_resume_gives_the_uninterrupted_numbers(processes, runs_dir, tmp_path):

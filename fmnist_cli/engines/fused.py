@@ -380,22 +380,26 @@ def _side_by_side(run, count: int) -> list:
         return [run(0)]
     import threading
 
-    results, errors = [None] * count, []
+    results, errors = [None] * count, {}
 
     def work(i):
         try:
             results[i] = run(i)
         except BaseException as err:   # re-raised in the caller's thread
-            errors.append(err)
+            errors[i] = err
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, count)]
     for t in threads:
         t.start()
-    work(0)
-    for t in threads:
-        t.join()
+    try:
+        work(0)
+    finally:
+        # Even on a KeyboardInterrupt here: the other lanes still update the runs' state (TensorFlow's
+        # in the Keras variables), and must be done before anyone reads or saves it.
+        for t in threads:
+            t.join()
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
     return results
 
 
