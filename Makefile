@@ -49,6 +49,21 @@ sys.exit(not (ours and script))
 endef
 export CHECK_INSTALLED
 
+# The package's compiled bytecode, as a regular (non-editable) install writes it: an environment with
+# PYTHONDONTWRITEBYTECODE=1 would otherwise compile fmnist's modules at every command (about 40 ms of
+# `fmnist data`'s 0.2 s). Quick, and only what changed is compiled again.
+bytecode: $(STAMP) installed
+	$(BIN)/python -m compileall -q fmnist_cli
+
+# The virtual environment with the package, the JAX extra (so both backends are tested), TensorBoard
+# (its writer for --tensorboard; its server for a test), Ray (so the Ray executor is tested on a real
+# local cluster) and test tools.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[jax,dev,tensorboard,ray]'
+	touch $(STAMP)
+
 # The data: nothing to do when fmnist finds and verifies the files; else Debian's package where
 # apt-get exists (no download needed on machines with a Debian mirror), else Keras's downloader.
 data: $(STAMP) installed
