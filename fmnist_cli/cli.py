@@ -80,6 +80,10 @@ class _Common:
         own = [p for p in super().get_params(ctx) if p is not help_option]
         return [*own, _debug_option(), *([help_option] if help_option is not None else [])]
 
+    def parse_args(self, ctx, args):
+        _refuse_repeated(self, ctx, args)
+        return super().parse_args(ctx, args)
+
     def make_context(self, info_name, args, parent=None, **extra):
         asked_json = "--json" in args   # before parsing, which consumes `args`
         try:
@@ -105,6 +109,32 @@ class Group(_Common, typer.core.TyperGroup):
         except _ClickException as err:   # no such command
             _json_usage_error(err, asked_json)
             raise
+
+
+def _refuse_repeated(command, ctx, args: list[str]) -> None:
+    """An option that takes one value, given twice (`--show A --show B`): Click keeps the last and
+    drops the other without a word. Refused instead. Options that collect (`--vary`) and flags pass."""
+    takes_value = {}
+    for param in command.get_params(ctx):
+        if getattr(param, "param_type_name", "") == "option" and not param.is_flag and not param.multiple \
+                and not getattr(param, "count", False):
+            for opt in param.opts:
+                takes_value[opt] = param
+    seen: dict = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            break
+        name = token.split("=", 1)[0] if token.startswith("--") else token
+        if name in takes_value:
+            seen.setdefault(takes_value[name], []).append(name)
+            i += 2 if name == token else 1   # its value may look like an option: skip it
+            continue
+        i += 1
+    for param, given in seen.items():
+        if len(given) > 1:
+            ctx.fail(f"{param.opts[0]} is given {len(given)} times; give it once (only one value is used).")
 
 
 def _json_usage_error(err, asked_json: bool) -> None:

@@ -167,3 +167,22 @@ def test_json_error_in_a_real_process_and_only_with_json(runs_dir):
     assert result.returncode == 2 and json.loads(result.stdout)["type"] == "RunNotFound"
     result = fmnist("evaluate", "nosuch", timeout=60)   # without --json stdout stays empty
     assert result.returncode == 2 and result.stdout == ""
+
+
+@pytest.mark.parametrize("args,option", [(["compare", "--show", "a", "--show", "b"], "--show"),
+                                         (["train", "-e", "2", "--epochs=3"], "--epochs"),
+                                         (["runs", "-n", "3", "--last", "4"], "--last")])
+def test_an_option_given_twice_is_refused_not_half_dropped(args, option, runs_dir):
+    # Click kept the last value and dropped the first without a word.
+    result = fmnist(*args, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert f"{option} is given 2 times; give it once" in " ".join(result.stderr.replace("│", " ").split())
+
+
+def test_options_that_collect_and_values_like_options_are_not_repeats(runs_dir):
+    from fmnist_cli.cli import _refuse_repeated   # noqa: F401  (the rule lives there)
+
+    result = invoke("summary", "--hidden", "10", "--json")
+    assert result.exit_code == 0
+    result = invoke("train", "--name", "--epochs", "--epochs", "1")   # --name's value looks like an option
+    assert "given 2 times" not in result.output
