@@ -653,6 +653,29 @@ class CompareDisplay(LiveDisplay):
         self.refresh()
 
 
+def _best_caveats(summary) -> list[str]:
+    """What the star does not say: a runner-up within the seeds' spread of the best, and a best epoch
+    that is the last one (the variant may still be improving)."""
+    by_label = {v.label: v for v in summary.variants}
+    best = by_label[summary.best_variant]
+    score = best.aggregate["best_val_accuracy"]
+    others = [v for v in summary.variants if v is not best and v.aggregate["best_val_accuracy"]["mean"] is not None]
+    out = []
+    if others and score.get("std") is not None:
+        runner = max(others, key=lambda v: v.aggregate["best_val_accuracy"]["mean"])
+        theirs = runner.aggregate["best_val_accuracy"]
+        spread = max(score["std"], theirs.get("std") or 0.0)
+        if score["mean"] - theirs["mean"] < spread:
+            out.append(f"{runner.label} ({pm(theirs)}) is within one standard deviation of it ({pm(score)}): "
+                       f"more seeds (--repeats) would tell them apart.")
+    epochs = (summary.base or {}).get("epochs")
+    at = best.aggregate["best_epoch"]
+    if epochs and at.get("mean") == epochs and not at.get("std"):
+        out.append(f"{summary.best_variant}'s best epoch is its last ({epochs}): more epochs (--epochs) may "
+                   "improve it.")
+    return out
+
+
 def comparison_table(summary, console: Console) -> None:
     """One row per variant. Narrow: the curve goes first, then train loss and accuracy, s/epoch,
     val loss, seeds (shown where a variant lacks some) and the final val acc; best val acc, status
@@ -689,8 +712,11 @@ def comparison_table(summary, console: Console) -> None:
     if summary.best_variant:
         span = f" Curves span {lo:.4f}-{hi:.4f}." if "curve" in shown else ""   # not when left out
         by = "" if monitor == "val_accuracy" else f" at the best epoch, by {monitor_phrase(monitor)}"
-        say(console, f"★ best: {summary.best_variant} (highest val_accuracy{by}"
+        so_far = "" if summary.status == Status.COMPLETED else " so far"   # variants may stand at other epochs
+        say(console, f"★ best{so_far}: {summary.best_variant} (highest val_accuracy{by}"
                      f"{', mean over seeds' if n > 1 else ''}).{span}", markup=False)
+        for note in _best_caveats(summary):
+            say(console, note, markup=False)
     for v in variants:
         for r in v.runs:
             if r.status in (Status.DIVERGED, Status.FAILED, Status.BROKEN) and r.message:

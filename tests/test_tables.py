@@ -323,3 +323,25 @@ def test_an_epoch_line_of_runs_trained_together_says_so():
     assert report.plain_epoch_line(event, 5).endswith("  0.75s")
     grouped = EpochEnd(epoch=2, loss=0.5, accuracy=0.8, val_loss=0.55, val_accuracy=0.79, seconds=0.75, group_size=4)
     assert report.plain_epoch_line(grouped, 5).endswith("  0.75s (4 runs together)")
+
+
+def test_the_star_says_when_the_runner_up_is_within_the_spread_or_the_best_epoch_is_the_last():
+    from types import SimpleNamespace as NS
+
+    from fmnist_cli.report import _best_caveats
+
+    def variant(label, mean, std, epoch, epoch_std=0.0):
+        return NS(label=label, aggregate={"best_val_accuracy": {"mean": mean, "std": std, "n": 3},
+                                          "best_epoch": {"mean": epoch, "std": epoch_std, "n": 3}})
+
+    close = NS(best_variant="a", base={"epochs": 6},
+               variants=[variant("a", 0.8130, 0.001, 6), variant("b", 0.8111, 0.003, 4, 1.0)])
+    notes = _best_caveats(close)
+    assert notes[0].startswith("b (0.8111±0.003) is within one standard deviation of it (0.8130±0.001)")
+    assert notes[1] == "a's best epoch is its last (6): more epochs (--epochs) may improve it."
+    clear = NS(best_variant="a", base={"epochs": 6},
+               variants=[variant("a", 0.85, 0.002, 4.5, 0.5), variant("b", 0.80, 0.003, 6)])
+    assert _best_caveats(clear) == []
+    one_seed = NS(best_variant="a", base={"epochs": 6},
+                  variants=[variant("a", 0.85, None, 3), variant("b", 0.849, None, 3)])
+    assert _best_caveats(one_seed) == []   # no spread to judge by
