@@ -324,6 +324,7 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
                      for r, run_id in enumerate(stands)]
         agg = aggregate(slot_list, monitor)
         variants.append(VariantSummary(label=variant.label, settings=variant.settings, runs=slot_list,
+                                       train_command=variant.run_config.train_command(),
                                        status=_variant_status(slot_list), n=agg["n"], of=record.repeats,
                                        aggregate=agg))
     # Complete variants compete first: a mean over fewer seeds is not a fair match for one over all.

@@ -276,6 +276,29 @@ class RunConfig:
         return (f"{hidden} {self.activation}{extra} {self.optimizer.label()} e{self.epochs} b{self.batch_size}"
                 f"{lim}{es}{by}")
 
+    def train_command(self) -> str:
+        """The `fmnist train` command that trains this config again: its settings that differ from
+        the defaults (the backend named when it is not TensorFlow)."""
+        import shlex
+
+        default = RunConfig()
+        options = [("--hidden", ",".join(map(str, self.hidden)), self.hidden != default.hidden),
+                   ("--activation", self.activation, self.activation != default.activation),
+                   ("--dropout", f"{self.dropout:g}", bool(self.dropout)),
+                   ("--optimizer", self.optimizer.label(), self.optimizer.label() != default.optimizer.label()),
+                   ("--epochs", str(self.epochs), self.epochs != default.epochs),
+                   ("--batch-size", str(self.batch_size), self.batch_size != default.batch_size),
+                   ("--seed", str(self.seed), self.seed != default.seed),
+                   ("--val-size", f"{self.val_size:g}", self.val_size != default.val_size),
+                   ("--split-seed", str(self.split_seed), self.split_seed != default.split_seed),
+                   ("--limit", str(self.limit), self.limit is not None),
+                   ("--early-stopping", str(self.early_stopping), self.early_stopping is not None),
+                   ("--monitor", self.monitor, self.monitor != default.monitor),
+                   ("--backend", self.backend, self.backend != default.backend),
+                   ("--engine", self.engine, self.engine != default.engine)]
+        parts = ["fmnist", "train"] + [x for option, value, given in options if given for x in (option, value)]
+        return " ".join(shlex.quote(p) for p in parts)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)

@@ -504,6 +504,7 @@ class VariantSummary(Record):
     n: int            # seeds the figures cover
     of: int           # seeds asked for
     aggregate: dict   # per_epoch, final, best_val_accuracy, best_epoch, seconds_per_epoch (mean/std/n)
+    train_command: str | None = None   # `fmnist train ...` for this variant alone (its first seed)
 
     def gap(self) -> str:
         """What an incomplete variant lacks, for "Incomplete: ...": its finished runs of those asked

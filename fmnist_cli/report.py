@@ -717,6 +717,9 @@ def comparison_table(summary, console: Console) -> None:
                      f"{', mean over seeds' if n > 1 else ''}).{span}", markup=False)
         for note in _best_caveats(summary):
             say(console, note, markup=False)
+        command = next(v.train_command for v in variants if v.label == summary.best_variant)
+        if command:
+            say(console, f"To train it alone: {command}", markup=False)
     for v in variants:
         for r in v.runs:
             if r.status in (Status.DIVERGED, Status.FAILED, Status.BROKEN) and r.message:

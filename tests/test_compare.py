@@ -301,3 +301,26 @@ def test_an_interrupted_variant_counts_its_finished_runs(runs_dir, fake_engine):
     invoke("compare", "sgd", "adam", "--epochs", "3", "--repeats", "2")
     result = invoke("compare", "--show", "latest")
     assert "Incomplete: sgd (0 of 2 finished), adam (0 of 2 finished)." in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("spec", [dict(), dict(hidden=(300, 100), activation="tanh", dropout=0.2, epochs=3),
+                                  dict(optimizer="sgd:lr=0.05,momentum=0.5", batch_size=64, seed=7, limit=500,
+                                       early_stopping=2, monitor="val_accuracy", val_size=0.25, split_seed=1)])
+def test_a_variants_train_command_trains_its_config(spec, fake_engine, runs_dir):
+    import shlex
+
+    config = RunConfig(**spec).validate()
+    command = config.train_command()
+    assert command.startswith("fmnist train")
+    out = json.loads(invoke(*shlex.split(command)[1:], "--json").stdout)
+    keep = lambda d: {k: v for k, v in d.items() if k not in ("name", "comparison", "variant", "repeat")}  # noqa: E731
+    assert keep(out["config"]) == keep(config.to_dict())
+
+
+def test_compare_says_how_to_train_the_best_variant_alone(fake_engine, runs_dir):
+    out = compare_json("sgd", "adam", "--epochs", "2", "--hidden", "32")
+    commands = {v["label"]: v["train_command"] for v in out["variants"]}
+    assert commands == {"sgd": "fmnist train --hidden 32 --optimizer sgd --epochs 2",
+                        "adam": "fmnist train --hidden 32 --optimizer adam --epochs 2"}
+    text = invoke("compare", "--show", "latest").stdout
+    assert f"To train it alone: {commands[out['best_variant']]}" in " ".join(text.split())
