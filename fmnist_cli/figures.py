@@ -81,6 +81,7 @@ def comparison_figure(summary):
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
     panels = [("loss", "train loss"), ("val_loss", "validation loss"),
               ("accuracy", "train accuracy"), ("val_accuracy", "validation accuracy")]
+    thinned = False
     for ax, (metric, title) in zip(axes.flat, panels):
         for i, v in enumerate(summary.variants):
             pe = v.aggregate["per_epoch"][metric]
@@ -90,19 +91,29 @@ def comparison_figure(summary):
             mean = np.array([np.nan if m is None else m for m in pe["mean"]], dtype=float)
             color = f"C{i % 10}"
             partial = f", {v.n} of {v.of} seeds" if v.n < v.of else ""
-            ax.plot(epochs, mean, marker="o", markersize=3, color=color,
+            # Where some seeds stopped early the mean is over the others: dashed, so a jump there
+            # is not read as the variant's (every seed has the first `whole` epochs)
+            whole = sum(1 for k in pe["n"] if k == max(pe["n"]))
+            ax.plot(epochs[:whole], mean[:whole], marker="o", markersize=3, color=color,
                     label=v.label + ("" if v.status == Status.COMPLETED else f" ({v.status}{partial})"))
-            if any(s is not None for s in pe["std"]):
-                std = np.array([0.0 if s is None else s for s in pe["std"]], dtype=float)
-                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+            if whole < len(epochs):
+                thinned = True
+                ax.plot(epochs[whole - 1:], mean[whole - 1:], linestyle="--", marker="o", markersize=2,
+                        color=color, alpha=0.6)
+            if any(s is not None for s in pe["std"][:whole]):
+                std = np.array([0.0 if s is None else s for s in pe["std"][:whole]], dtype=float)
+                ax.fill_between(epochs[:whole], mean[:whole] - std, mean[:whole] + std, color=color, alpha=0.2)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0, 0].legend(fontsize=8)
+    if thinned:
+        fig.text(0.5, 0.005, "dashed: epochs that only some seeds reached (the others stopped early), "
+                 "the mean over those", ha="center", fontsize=8)
     n = summary.repeats
     fig.suptitle(f"fmnist compare {summary.comparison_id}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.025, 1, 1) if thinned else None)
     return fig
 
 

@@ -653,6 +653,12 @@ class CompareDisplay(LiveDisplay):
         self.refresh()
 
 
+def _whole(per_epoch: dict) -> list:
+    """A per-epoch mean over the epochs every seed reached."""
+    counts = per_epoch["n"]
+    return per_epoch["mean"][:sum(1 for k in counts if k == max(counts))] if counts else []
+
+
 def _best_caveats(summary) -> list[str]:
     """What the star does not say: a runner-up within the seeds' spread of the best, and a best epoch
     that is the last one (the variant may still be improving)."""
@@ -680,7 +686,8 @@ def comparison_table(summary, console: Console) -> None:
     """One row per variant. Narrow: the curve goes first, then train loss and accuracy, s/epoch,
     val loss, seeds (shown where a variant lacks some) and the final val acc; best val acc, status
     and the whole label always stay (a long label wraps between its words)."""
-    curves = [v.aggregate["per_epoch"]["val_accuracy"]["mean"] for v in summary.variants]
+    # The curves stop where a seed stopped early: past it the mean is over fewer seeds, and jumps
+    curves = [_whole(v.aggregate["per_epoch"]["val_accuracy"]) for v in summary.variants]
     finite = [x for c in curves for x in c if x is not None]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     n = summary.repeats
