@@ -434,11 +434,14 @@ def evaluate(
     run: Annotated[str, typer.Argument(help="Run id, any unique part of one, path to a run folder, or 'latest'.")] = "latest",
     split: Annotated[str, typer.Option("--split", help="val (the run's own validation split) or test.")] = "val",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the confusion matrix as a heatmap to this PNG file.")] = None,
+    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Score every finished run of this comparison instead (an id, a unique part of one, or 'latest'), with each variant's mean and std.", show_default=False)] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, backend: Backend = None, json_out: Json = False,
+    ctx: typer.Context = None,
 ):
     """Score a saved run: loss, accuracy, per-class accuracy and the confusion matrix.
 
-    The validation split is rebuilt from the run's saved config; the result is stored in the run.
+    The validation split is rebuilt from the run's saved config; the result is stored in the run
+    (`fmnist runs` shows test accuracy, `fmnist report` the rest).
 
     Examples:
 
@@ -447,11 +450,30 @@ def evaluate(
       fmnist evaluate 20261128-101500-adam-relu-3f2a --split test --json
 
       fmnist evaluate latest --split test --plot confusion.png
+
+      fmnist evaluate --comparison latest --split test
     """
     from . import evaluation, report
     from .store import RunStore, absolute
 
     evaluation.check_split(split)   # before looking for runs: a typo is the first thing to report
+    if comparison is not None:
+        if "run" in _given(ctx) or plot is not None:
+            raise UsageError("--comparison scores all of a comparison's runs: give no run and no --plot with it.")
+        store = RunStore.at(runs_dir)
+        cid = store.resolve_comparison(comparison)
+        quiet_progress = json_out or not report.err.is_terminal
+
+        def said(label, result):
+            if not quiet_progress:
+                say(report.err, f"{label}: {result.run_id}: accuracy {result.accuracy:.4f}", markup=False)
+
+        outcome = evaluation.evaluate_comparison(store, cid, split, data_dir, backend, on_result=said)
+        if json_out:
+            report.print_json(outcome)
+        else:
+            report.comparison_evaluation(outcome, report.out)
+        return
     if plot is not None:
         check_output(plot, "--plot")   # before the model loads
     store = RunStore.at(runs_dir)

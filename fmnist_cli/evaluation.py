@@ -64,3 +64,40 @@ def evaluate(store: RunStore, run_dir: Path, split: str = "val", data_dir=None, 
         except (StorageError, BrokenRecord) as err:   # the numbers are worth having all the same
             result.store_error = str(err)
     return result
+
+
+def evaluate_comparison(store: RunStore, cid: str, split: str = "val", data_dir=None,
+                        backend_name: str | None = None, on_result=None) -> dict:
+    """Score every finished run of a comparison (each result stored in its run, as `evaluate` does)
+    and aggregate per variant: loss and accuracy as mean and std over its seeds. A slot without a
+    usable model (missing, broken, being trained) is skipped, with the reason. `on_result(label,
+    result)` hears of each run as it is scored."""
+    from . import compare as cmp
+    from .records import Status
+
+    check_split(split)
+    record = store.load_comparison(cid)
+    summary = cmp.summarize(store, record)
+    variants, skipped = [], []
+    for v in summary.variants:
+        results = []
+        for slot in v.runs:
+            why = (None if slot.run_id and slot.status not in (Status.RUNNING, Status.BROKEN, Status.MISSING)
+                   else f"its slot is {slot.status}" if not slot.run_id or slot.status == Status.MISSING
+                   else f"it is {slot.status}")
+            if why is None and not (store.root / slot.run_id / "model.keras").is_file():
+                why = "no epoch finished, so it has no model"
+            if why:
+                skipped.append({"variant": v.label, "repeat": slot.repeat, "run_id": slot.run_id, "reason": why})
+                continue
+            result = evaluate(store, store.root / slot.run_id, split, data_dir, backend_name)
+            results.append(result)
+            if on_result:
+                on_result(v.label, result)
+        variants.append({"label": v.label, "n": len(results), "of": v.of,
+                         "loss": cmp.stat([r.loss for r in results]),
+                         "accuracy": cmp.stat([r.accuracy for r in results]), "runs": results})
+    if not any(v["runs"] for v in variants):
+        raise UsageError(f"Comparison {cid} has no run with a model to score yet; "
+                         f"`fmnist compare --show {cid}` shows where it stands.")
+    return {"comparison_id": cid, "split": split, "variants": variants, "skipped": skipped}

@@ -384,6 +384,25 @@ def train_result(result, console: Console, brief: bool = False) -> None:
 
 # --- evaluate, summary, runs, data -----------------------------------------------------------------
 
+def comparison_evaluation(outcome: dict, console: Console) -> None:
+    """`fmnist evaluate --comparison`: a row per variant, mean ± std over its scored seeds."""
+    variants = outcome["variants"]
+    best = max((v for v in variants if v["accuracy"]["mean"] is not None),
+               key=lambda v: v["accuracy"]["mean"], default=None)
+    marks = ["★ " if v is best else "  " for v in variants]
+    cols = [Col("  variant", [Text(m + v["label"]) for m, v in zip(marks, variants)], "left", cut=1, wrap=True, hang=2),
+            Col("seeds", [f"{v['n']} of {v['of']}" for v in variants]),
+            Col("loss", [pm(v["loss"]) for v in variants]),
+            Col("accuracy", [pm(v["accuracy"]) for v in variants])]
+    title = f"Comparison {outcome['comparison_id']} on the {outcome['split']} split"
+    console.print(fitted_table(cols, console.width, title=title))
+    for s in outcome["skipped"]:
+        say(console, f"Skipped {s['variant']} (seed #{s['repeat']}): {s['reason']}.", markup=False)
+    runs = sum(v["n"] for v in variants)
+    say(console, f"Scored {runs} run(s); each result is stored in its run (`fmnist report "
+                 f"{outcome['comparison_id']}` shows them).", markup=False)
+
+
 def evaluation(result, console: Console) -> None:
     say(console, f"Run {result.run_id} on the {result.split} split ({result.n} images): "
                  f"loss {fmt(result.loss)}, accuracy {fmt(result.accuracy)}", markup=False)

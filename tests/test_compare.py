@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import fmnist, invoke, read_json
+from helpers import assert_clean_error, fmnist, invoke, read_json
 from fmnist_cli import compare as cmp
 from fmnist_cli.config import RunConfig
 from fmnist_cli.errors import UsageError
@@ -324,3 +324,21 @@ def test_compare_says_how_to_train_the_best_variant_alone(fake_engine, runs_dir)
                         "adam": "fmnist train --hidden 32 --optimizer adam --epochs 2"}
     text = invoke("compare", "--show", "latest").stdout
     assert f"To train it alone: {commands[out['best_variant']]}" in " ".join(text.split())
+
+
+def test_evaluate_a_whole_comparison_on_the_test_split(runs_dir):
+    out = compare_json("sgd", "adam", "--repeats", "2", *SMALL)
+    victim = out["variants"][0]["runs"][1]["run_id"]
+    assert invoke("runs", "rm", victim, "--yes").exit_code == 0   # an empty slot is skipped, and said
+    result = invoke("evaluate", "--comparison", "latest", "--split", "test", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["split"] == "test" and [v["label"] for v in doc["variants"]] == ["sgd", "adam"]
+    assert [v["n"] for v in doc["variants"]] == [1, 2] and doc["skipped"][0]["variant"] == "sgd"
+    adam = doc["variants"][1]
+    assert adam["accuracy"]["mean"] == pytest.approx(sum(r["accuracy"] for r in adam["runs"]) / 2)
+    stored = {r["id"]: r for r in json.loads(invoke("runs", "--json").stdout)}
+    assert all(stored[r["run_id"]]["evaluations"]["test"]["accuracy"] == r["accuracy"] for r in adam["runs"])
+    text = invoke("evaluate", "-c", "latest", "--split", "test").stdout
+    assert "on the test split" in text and "Skipped sgd (seed #1): its slot is missing." in " ".join(text.split())
+    assert_clean_error(invoke("evaluate", adam["runs"][0]["run_id"], "-c", "latest"), 2, "--comparison")
