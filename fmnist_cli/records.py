@@ -464,12 +464,38 @@ class ComparisonRecord(Record):
     def labels(self) -> list[str]:
         return [v.label for v in self.variants]
 
+    def shared(self) -> str | None:
+        """What every variant shares, in the runs table's short form (`32 relu e8 b32 n2000 es2 jax`),
+        so that two sweeps of the same settings tell apart in `compare --list`."""
+        if self.broken or not self.variants:
+            return None
+        from .config import DEFAULT_MONITOR
+
+        configs = [v.run_config for v in self.variants]
+        first = configs[0]
+
+        def same(get):
+            return all(get(c) == get(first) for c in configs)
+
+        parts = [text for get, text in (
+            (lambda c: c.hidden, ",".join(map(str, first.hidden))),
+            (lambda c: c.activation, first.activation),
+            (lambda c: c.dropout, f"d{first.dropout:g}" if first.dropout else ""),
+            (lambda c: c.optimizer.label(), first.optimizer.label()),
+            (lambda c: c.epochs, f"e{first.epochs}"),
+            (lambda c: c.batch_size, f"b{first.batch_size}"),
+            (lambda c: c.limit, f"n{first.limit}" if first.limit else ""),
+            (lambda c: c.early_stopping, f"es{first.early_stopping}" if first.early_stopping else ""),
+            (lambda c: c.monitor, f"best={first.monitor}" if first.monitor != DEFAULT_MONITOR else ""),
+            (lambda c: c.backend, {"tensorflow": "tf"}.get(first.backend, first.backend))) if text and same(get)]
+        return " ".join(parts)
+
     def listing(self, summary=None) -> dict:
         """The line `fmnist compare --list --json` prints; `summary` (its ComparisonSummary) gives the
         status and the best variant of a comparison that is not broken."""
         status = Status.BROKEN.value if self.broken else (summary.status.value if summary else None)
         return {"id": self.id, "created": self.created, "repeats": self.repeats or None,
-                "variants": self.labels, "status": status, "reason": self.broken,
+                "variants": self.labels, "shared": self.shared(), "status": status, "reason": self.broken,
                 "best_variant": summary.best_variant if summary else None}
 
 

@@ -513,7 +513,7 @@ def comparison_list(records, summaries: dict, console: Console) -> None:
         summary = summaries[c.id]
         best = f"  best: {summary.best_variant}" if summary.best_variant else ""
         line = Text.assemble(f"{c.id}  ", (summary.status.value, COLORS.get(summary.status, "white")),
-                             f"  repeats {c.repeats}  {', '.join(c.labels)}{best}")
+                             f"  repeats {c.repeats}  {', '.join(c.labels)}  ({c.shared()}){best}")
         console.print(line, highlight=False)
 
 

@@ -360,7 +360,9 @@ def test_compare_list_gives_each_comparisons_status_and_best_variant(runs_dir, f
     assert invoke("runs", "rm", summary["variants"][0]["runs"][1]["run_id"], "--yes").exit_code == 0
     assert json.loads(invoke("compare", "--list", "--json").stdout)[0]["status"] == "incomplete"
     line = invoke("compare", "--list").stdout.strip()
-    assert line.startswith(f"{summary['comparison_id']}  incomplete  repeats 2  sgd, adam  best: ")
+    assert line.startswith(f"{summary['comparison_id']}  incomplete  repeats 2  sgd, adam  (100 relu e")
+    assert " tf)  best: " in line   # what the variants share: the optimizer is not among it
+    assert json.loads(invoke("compare", "--list", "--json").stdout)[0]["shared"].startswith("100 relu e")
 
 
 def test_rm_comparison_removes_it_and_its_runs(runs_dir):
