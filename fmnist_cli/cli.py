@@ -19,7 +19,7 @@ from . import __version__
 from .coercion import defer_typer_adapters
 from .cores import cpu_cores
 from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_optimizer
-from .errors import FmnistError, StorageError, UsageError
+from .errors import FmnistError, StorageError, UsageError, json_error
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Click's base error class, wherever this Typer takes Click from (0.29 carries its own copy).
@@ -145,7 +145,7 @@ def _json_usage_error(err, asked_json: bool) -> None:
 
         err._fmnist_json = True   # seen again by the group above: printed once
         with contextlib.suppress(OSError, ValueError):   # (Click's message goes to stderr next)
-            report.print_json({"error": err.format_message(), "type": "UsageError", "exit_code": err.exit_code})
+            report.print_json(json_error(err.format_message(), "UsageError", err.exit_code))
 
 
 class Command(_Common, typer.core.TyperCommand):

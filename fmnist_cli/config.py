@@ -196,6 +196,9 @@ def parse_activation(text: str) -> str:
     return name
 
 
+BACKEND_SHORT = {"tensorflow": "tf"}   # in tables; jax is short already
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run. Saved as config.json beside every model; enough to rebuild it."""
@@ -265,16 +268,18 @@ class RunConfig:
         """`auto` is the fused engine, the fastest on both backends; `fit` is Keras's own loop."""
         return "fused" if self.engine == "auto" else self.engine
 
-    def short(self) -> str:
+    def short(self, backend: bool = False) -> str:
         """One line for tables: `100 relu rmsprop e5 b32`; `es2` with early stopping (patience 2), and
-        `best=val_accuracy` where the best epoch is not by the default val_loss."""
+        `best=val_accuracy` where the best epoch is not by the default val_loss; with `backend`, it
+        ends with the backend (`tf` or `jax`)."""
         hidden = ",".join(map(str, self.hidden))
         extra = f" d{self.dropout:g}" if self.dropout else ""
         lim = f" n{self.limit}" if self.limit else ""
         es = f" es{self.early_stopping}" if self.early_stopping else ""
         by = f" best={self.monitor}" if self.monitor != DEFAULT_MONITOR else ""
+        end = f" {BACKEND_SHORT.get(self.backend, self.backend)}" if backend else ""
         return (f"{hidden} {self.activation}{extra} {self.optimizer.label()} e{self.epochs} b{self.batch_size}"
-                f"{lim}{es}{by}")
+                f"{lim}{es}{by}{end}")
 
     def train_command(self) -> str:
         """The `fmnist train` command that trains this config again: its settings that differ from

@@ -84,6 +84,10 @@ def _json_interrupted() -> None:
     report = sys.modules.get("fmnist_cli.report")
     if report is not None and report.json_wanted:
         report.print_json_error("Interrupted.", "Interrupted", INTERRUPTED)
-    elif report is None and "--json" in sys.argv[1:]:   # before the command began
+    elif report is None and "--json" in sys.argv[1:]:   # before the command began (Rich not loaded)
+        import json
+
+        from .errors import json_error
+
         with contextlib.suppress(OSError, ValueError):
-            sys.stdout.write('{\n  "error": "Interrupted.",\n  "type": "Interrupted",\n  "exit_code": 130\n}\n')
+            sys.stdout.write(json.dumps(json_error("Interrupted.", "Interrupted", INTERRUPTED), indent=2) + "\n")

@@ -1,6 +1,11 @@
 """Errors a user can act on. The CLI prints their message as is, without a traceback."""
 
 
+def json_error(message: str, kind: str, exit_code: int) -> dict:
+    """The one JSON document a command given --json prints when it fails (the README's JSON section)."""
+    return {"error": message, "type": kind, "exit_code": exit_code}
+
+
 class FmnistError(Exception):
     """Something went wrong that the user can fix; `str(err)` says what and how."""
 

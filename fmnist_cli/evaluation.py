@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import data
-from .errors import BrokenRecord, StorageError, UsageError
+from .errors import BrokenRecord, RunNotFound, StorageError, UsageError
 from .records import EvaluationResult
 from .store import RunStore, now
 
@@ -82,15 +82,15 @@ def evaluate_comparison(store: RunStore, cid: str, split: str = "val", data_dir=
     for v in summary.variants:
         results = []
         for slot in v.runs:
-            why = (None if slot.run_id and slot.status not in (Status.RUNNING, Status.BROKEN, Status.MISSING)
-                   else f"its slot is {slot.status}" if not slot.run_id or slot.status == Status.MISSING
-                   else f"it is {slot.status}")
-            if why is None and not (store.root / slot.run_id / "model.keras").is_file():
-                why = "no epoch finished, so it has no model"
+            why = f"it is {slot.status}" if slot.status in (Status.MISSING, Status.RUNNING, Status.BROKEN) else None
+            if why is None:
+                try:
+                    result = evaluate(store, store.root / slot.run_id, split, data_dir, backend_name)
+                except (RunNotFound, BrokenRecord) as err:   # no model to score: check_model says why
+                    why = str(err).rstrip(".")
             if why:
                 skipped.append({"variant": v.label, "repeat": slot.repeat, "run_id": slot.run_id, "reason": why})
                 continue
-            result = evaluate(store, store.root / slot.run_id, split, data_dir, backend_name)
             results.append(result)
             if on_result:
                 on_result(v.label, result)

@@ -73,7 +73,7 @@ def comparison_figure(summary):
     """Train and validation loss and accuracy per epoch for every variant of a comparison (a
     ComparisonSummary), with a band of ± one std where there are repeats: `compare --plot` saves it,
     the HTML report inlines it."""
-    from .records import Status
+    from .records import Status, whole_epochs
 
     plt = _pyplot()
     import numpy as np
@@ -93,7 +93,7 @@ def comparison_figure(summary):
             partial = f", {v.n} of {v.of} seeds" if v.n < v.of else ""
             # Where some seeds stopped early the mean is over the others: dashed, so a jump there
             # is not read as the variant's (every seed has the first `whole` epochs)
-            whole = sum(1 for k in pe["n"] if k == max(pe["n"]))
+            whole = whole_epochs(pe)
             ax.plot(epochs[:whole], mean[:whole], marker="o", markersize=3, color=color,
                     label=v.label + ("" if v.status == Status.COMPLETED else f" ({v.status}{partial})"))
             if whole < len(epochs):

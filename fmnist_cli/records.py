@@ -465,30 +465,12 @@ class ComparisonRecord(Record):
         return [v.label for v in self.variants]
 
     def shared(self) -> str | None:
-        """What every variant shares, in the runs table's short form (`32 relu e8 b32 n2000 es2 jax`),
-        so that two sweeps of the same settings tell apart in `compare --list`."""
+        """What every variant shares: the words of the runs table's config (`32 relu e8 b32 n2000 jax`)
+        that all the variants' have, so that two sweeps of the same settings tell apart."""
         if self.broken or not self.variants:
             return None
-        from .config import DEFAULT_MONITOR
-
-        configs = [v.run_config for v in self.variants]
-        first = configs[0]
-
-        def same(get):
-            return all(get(c) == get(first) for c in configs)
-
-        parts = [text for get, text in (
-            (lambda c: c.hidden, ",".join(map(str, first.hidden))),
-            (lambda c: c.activation, first.activation),
-            (lambda c: c.dropout, f"d{first.dropout:g}" if first.dropout else ""),
-            (lambda c: c.optimizer.label(), first.optimizer.label()),
-            (lambda c: c.epochs, f"e{first.epochs}"),
-            (lambda c: c.batch_size, f"b{first.batch_size}"),
-            (lambda c: c.limit, f"n{first.limit}" if first.limit else ""),
-            (lambda c: c.early_stopping, f"es{first.early_stopping}" if first.early_stopping else ""),
-            (lambda c: c.monitor, f"best={first.monitor}" if first.monitor != DEFAULT_MONITOR else ""),
-            (lambda c: c.backend, {"tensorflow": "tf"}.get(first.backend, first.backend))) if text and same(get)]
-        return " ".join(parts)
+        words = [v.run_config.short(backend=True).split() for v in self.variants]
+        return " ".join(w for w in words[0] if all(w in other for other in words[1:]))
 
     def listing(self, summary=None) -> dict:
         """The line `fmnist compare --list --json` prints; `summary` (its ComparisonSummary) gives the
@@ -516,6 +498,13 @@ class SlotSummary(Record):
     resumed_from: list[int] | None = None
     pid: int | None = None              # the process training it, while it is `running`
     history: dict | None = None
+
+
+def whole_epochs(per_epoch: dict) -> int:
+    """How many epochs every seed reached, from a metric's per-epoch figures (`n` for each): past them
+    the mean is over the seeds still going (the others stopped early), so curves stop or change there."""
+    counts = per_epoch["n"]
+    return sum(1 for k in counts if k == max(counts)) if counts else 0
 
 
 @dataclass(kw_only=True)

@@ -21,7 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import DEFAULT_MONITOR, LEGACY_MONITOR, monitor_phrase
-from .records import COLORS, METRICS, EpochEnd, EpochStart, Plan, Record, RunDone, Status, Step
+from .records import COLORS, METRICS, EpochEnd, EpochStart, Plan, Record, RunDone, Status, Step, whole_epochs
+from .errors import json_error
 
 
 class StdConsole(Console):
@@ -83,7 +84,7 @@ def print_json_error(message: str, kind: str, exit_code: int) -> None:
     if printed_json:
         return
     with contextlib.suppress(OSError, ValueError):   # a closed stdout: stderr has said it
-        print_json({"error": message, "type": kind, "exit_code": exit_code})
+        print_json(json_error(message, kind, exit_code))
 
 
 def _clean(value):
@@ -464,9 +465,6 @@ def auto_id_width() -> int:
     return len("20260101-120000-") + max(map(len, OPTIMIZERS)) + 1 + max(map(len, ACTIVATIONS)) + len("-abcd")
 
 
-BACKEND_SHORT = {"tensorflow": "tf"}
-
-
 def runs_table(records: list, console: Console) -> None:
     """One line per run; its config ends with its backend (tf or jax). Narrow: the time goes first,
     then when (the id starts with it), then test acc (first of all when no run has one), then the
@@ -477,8 +475,7 @@ def runs_table(records: list, console: Console) -> None:
     cols = [Col("id", [Text(r.id) for r in records], "left", cut=2, least=auto_id_width()),
             Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=4),
             # the backend ends the config: on a narrow terminal the config is cut from its end
-            Col("config", [Text(f"{r.config.short()} {BACKEND_SHORT.get(r.config.backend, r.config.backend)}"
-                                if r.config is not None else "?") for r in records], "left",
+            Col("config", [Text(r.config.short(backend=True) if r.config is not None else "?") for r in records], "left",
                 drop=1, cut=1, least=16),
             Col("val acc", [fmt(r.saved_val_accuracy) for r in records]),   # what `evaluate` reproduces
             Col("test acc", [fmt(t.accuracy if t else None) for t in tests], drop=6 if no_tests else 3),
@@ -672,12 +669,6 @@ class CompareDisplay(LiveDisplay):
         self.refresh()
 
 
-def _whole(per_epoch: dict) -> list:
-    """A per-epoch mean over the epochs every seed reached."""
-    counts = per_epoch["n"]
-    return per_epoch["mean"][:sum(1 for k in counts if k == max(counts))] if counts else []
-
-
 def _best_caveats(summary) -> list[str]:
     """What the star does not say: a runner-up within the seeds' spread of the best, and a best epoch
     that is the last one (the variant may still be improving)."""
@@ -706,7 +697,8 @@ def comparison_table(summary, console: Console) -> None:
     val loss, seeds (shown where a variant lacks some) and the final val acc; best val acc, status
     and the whole label always stay (a long label wraps between its words)."""
     # The curves stop where a seed stopped early: past it the mean is over fewer seeds, and jumps
-    curves = [_whole(v.aggregate["per_epoch"]["val_accuracy"]) for v in summary.variants]
+    per_epoch = [v.aggregate["per_epoch"]["val_accuracy"] for v in summary.variants]
+    curves = [pe["mean"][:whole_epochs(pe)] for pe in per_epoch]
     finite = [x for c in curves for x in c if x is not None]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     n = summary.repeats

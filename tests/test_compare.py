@@ -340,5 +340,5 @@ def test_evaluate_a_whole_comparison_on_the_test_split(runs_dir):
     stored = {r["id"]: r for r in json.loads(invoke("runs", "--json").stdout)}
     assert all(stored[r["run_id"]]["evaluations"]["test"]["accuracy"] == r["accuracy"] for r in adam["runs"])
     text = invoke("evaluate", "-c", "latest", "--split", "test").stdout
-    assert "on the test split" in text and "Skipped sgd (seed #1): its slot is missing." in " ".join(text.split())
+    assert "on the test split" in text and "Skipped sgd (seed #1): it is missing." in " ".join(text.split())
     assert_clean_error(invoke("evaluate", adam["runs"][0]["run_id"], "-c", "latest"), 2, "--comparison")

@@ -350,8 +350,8 @@ def test_the_star_says_when_the_runner_up_is_within_the_spread_or_the_best_epoch
 def test_curves_stop_where_a_seed_stopped_early():
     # Past that epoch the mean is over the seeds still going, and would jump (a sparkline's last
     # characters, the plot's solid line); the plot goes on dashed, the CSV and JSON keep every epoch with n.
-    from fmnist_cli.report import _whole
+    from fmnist_cli.records import whole_epochs
 
-    assert _whole({"mean": [0.6, 0.7, 0.72, 0.81, 0.8], "n": [3, 3, 3, 1, 1]}) == [0.6, 0.7, 0.72]
-    assert _whole({"mean": [0.6, 0.7], "n": [2, 2]}) == [0.6, 0.7]
-    assert _whole({"mean": [], "n": []}) == []
+    assert whole_epochs({"mean": [0.6, 0.7, 0.72, 0.81, 0.8], "n": [3, 3, 3, 1, 1]}) == 3
+    assert whole_epochs({"mean": [0.6, 0.7], "n": [2, 2]}) == 2
+    assert whole_epochs({"mean": [], "n": []}) == 0
