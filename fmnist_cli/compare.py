@@ -334,8 +334,12 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
     best = max(ok, key=lambda v: v.aggregate["best_val_accuracy"]["mean"]).label if ok else None
     complete = all(v.status in FINISHED for v in variants)
     running = any(v.status == Status.RUNNING for v in variants)
+    # The base without what the variants set: `compare sgd adam`'s base optimizer is the default
+    # (rmsprop), which no variant trained with; printed, it read as if one had.
+    varied = sorted({key for v in record.variants for key in v.settings})
+    base = {k: v for k, v in record.base.items() if k not in varied}
     return ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
-                             base=record.base, monitor=monitor, variants=variants, best_variant=best,
+                             base=base, varied=varied, monitor=monitor, variants=variants, best_variant=best,
                              status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)
 
 

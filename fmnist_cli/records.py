@@ -536,7 +536,8 @@ class ComparisonSummary(Record):
     comparison_id: str
     created: str | None
     repeats: int
-    base: dict
+    base: dict         # the settings every variant shares (the varied ones left out)
+    varied: list[str]  # the settings the variants set: optimizer, hidden, activation, ...
     monitor: str       # what every run's best epoch is by (from the base config)
     variants: list[VariantSummary]
     best_variant: str | None

@@ -52,6 +52,8 @@ def test_repeats_aggregate_like_numpy_and_export(tmp_path, fake_engine):
     plot, table = tmp_path / "curves.png", tmp_path / "curves.csv"
     out = compare_json("sgd", "adam", *SMALL, "--repeats", "3", "--plot", plot, "--csv", table)
     assert out["repeats"] == 3 and [v["label"] for v in out["variants"]] == ["sgd", "adam"]
+    # the base says what the variants share, not the default optimizer none of them trained with
+    assert out["varied"] == ["optimizer"] and "optimizer" not in out["base"] and out["base"]["epochs"] == 2
     for v in out["variants"]:
         hists = [r["history"] for r in v["runs"]]
         assert len(hists) == 3 and len({r["seed"] for r in v["runs"]}) == 3
