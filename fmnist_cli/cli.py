@@ -601,17 +601,24 @@ app.add_typer(runs_app, name="runs")
 def list_runs(
     ctx: typer.Context,
     comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Only runs of this comparison (an id, part of one, or 'latest').")] = None,
-    limit: Annotated[Optional[int], typer.Option("--last", "-n", help="Show only the newest N runs.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only runs of these statuses, comma-separated: running, completed, interrupted, diverged, failed, crashed, broken.", show_default=False)] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", "-w", metavar="KEY=A,B", help="Only runs whose setting KEY is one of the values: optimizer, lr, hidden, activation, dropout, epochs, batch_size, seed, limit, early_stopping, monitor, backend, engine, val_size, split_seed, name, variant. Repeatable: every one must hold.", show_default=False)] = None,
+    sort: Annotated[str, typer.Option("--sort", help="Order: created (newest first), val_acc or test_acc (highest first), time (shortest first).")] = "created",
+    limit: Annotated[Optional[int], typer.Option("--last", "-n", help="Show only the first N runs of the list.")] = None,
     runs_dir: RunsDir = None, json_out: Json = False,
 ):
     """List saved runs, newest first. A damaged run is listed as broken, with the reason.
 
     The runs folder is ./runs, or --runs-dir, or $FMNIST_RUNS_DIR; --json prints every field of each
-    run's record.
+    run's record. A seed column appears when the runs listed differ in seed.
 
     Examples:
 
       fmnist runs
+
+      fmnist runs --where optimizer=adam --where epochs=20 --sort val_acc -n 5
+
+      fmnist runs --status completed --where lr=0.01,0.1 --json
 
       fmnist runs --comparison latest --json
 
@@ -622,19 +629,23 @@ def list_runs(
         refuse_options(ctx, f"`fmnist runs {sub}`",
                        f"its options go after {sub} (see `fmnist runs {sub} --help`)", allowed=())
         return
-    from . import report
+    from . import report, runfilter
     from .store import RunStore
 
+    statuses, conditions = runfilter.parse_statuses(status), runfilter.parse_where(where)
+    order = runfilter.parse_sort(sort)
+    if limit is not None and limit < 1:
+        raise UsageError("--last must be at least 1.")
     store = RunStore.at(runs_dir)
     if comparison:
         comparison = store.resolve_comparison(comparison)   # accepts `latest` and parts of ids
-    records = store.list_runs(comparison)
-    if limit is not None:
-        if limit < 1:
-            raise UsageError("--last must be at least 1.")
-        records = records[:limit]
+    every = store.list_runs(comparison)
+    records = runfilter.select(every, statuses, conditions, order)[:limit]
     if json_out:
         report.print_json([r.to_json() for r in records])
+    elif not records and every:
+        where_ = f"comparison {comparison}'s {len(every)} runs" if comparison else f"the {len(every)} runs in {store.root}"
+        say(report.err, f"None of {where_} match; without --status, --where, they are all listed.")
     elif not records:
         say(report.err, f"No runs in {store.root} yet. Train one with `fmnist train`." if not comparison else
             f"Comparison {comparison} has no runs yet; finish it with `fmnist compare --resume {comparison}`.")

@@ -343,6 +343,7 @@ class RunInfo(Record):
         record = self.record or RunRecord(id=self.id)
         fields = {k: v for k, v in record.to_json().items() if k not in ("id", "status", "format")}
         return {"id": self.id, "run_dir": self.run_dir, "status": self.status.value, **fields,
+                "saved_val_accuracy": self.saved_val_accuracy,   # the table's val acc
                 "config": self.config.to_dict() if self.config is not None else None,
                 "model_path": self.model_path, "reason": self.reason}
 

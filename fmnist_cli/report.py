@@ -466,9 +466,9 @@ def auto_id_width() -> int:
 
 
 def runs_table(records: list, console: Console) -> None:
-    """One line per run; its config ends with its backend (tf or jax). Narrow: the time goes first,
-    then when (the id starts with it), then test acc (first of all when no run has one), then the
-    config. Before any of that, ids longer than any unnamed run's (a long --name) are cut with "…",
+    """One line per run; its config ends with its backend (tf or jax), and a seed column follows when
+    the runs differ in seed. Narrow: the time goes first, then when (the id starts with it), then test
+    acc (first of all when no run has one), then the seed, then the config. Before any of that, ids longer than any unnamed run's (a long --name) are cut with "…",
     then the config; other ids only when nothing is left to drop."""
     tests = [r.get("evaluations", {}).get("test") for r in records]
     no_tests = all(t is None or t.accuracy is None for t in tests)
@@ -477,6 +477,9 @@ def runs_table(records: list, console: Console) -> None:
             # the backend ends the config: on a narrow terminal the config is cut from its end
             Col("config", [Text(r.config.short(backend=True) if r.config is not None else "?") for r in records], "left",
                 drop=1, cut=1, least=16),
+            # only when the seeds differ: a seed sweep's runs share every other word of the config
+            *([Col("seed", [str(r.config.seed) if r.config is not None else "?" for r in records], drop=2)]
+              if len({r.config.seed for r in records if r.config is not None}) > 1 else []),
             Col("val acc", [fmt(r.saved_val_accuracy) for r in records]),   # what `evaluate` reproduces
             Col("test acc", [fmt(t.accuracy if t else None) for t in tests], drop=6 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),

@@ -102,3 +102,60 @@ def test_listing_survives_foreign_config_json(trained, runs_dir, config_json):
     assert record.status == "broken" and record.config is None and "config.json" in record.reason
     table = invoke("runs")
     assert table.exit_code == 0 and "broken" in table.stdout
+
+
+# --- fmnist runs --status / --where / --sort --------------------------------------------------------
+
+def _ids(*args) -> list[str]:
+    result = invoke("runs", *args, "--json")
+    assert result.exit_code == 0, result.output
+    return [r["id"] for r in json.loads(result.stdout)]
+
+
+def test_runs_are_filtered_by_setting_and_status_and_sorted(runs_dir, fake_engine):
+    def train(*args):
+        result = invoke("train", "--epochs", "2", *args, "--json")
+        assert result.exit_code in (0, 130), result.output
+        return json.loads(result.stdout)["run_id"]
+
+    adam1 = train("--optimizer", "adam", "--seed", "1")
+    adam2 = train("--optimizer", "adam", "--seed", "2", "--hidden", "300,100")
+    sgd = train("--optimizer", "sgd:lr=0.1", "--seed", "1", "--backend", "jax")
+    fake_engine.stop_after = 1
+    stopped = train("--optimizer", "sgd", "--seed", "3")
+    fake_engine.stop_after = None
+
+    assert _ids() == [stopped, sgd, adam2, adam1]
+    assert _ids("--where", "optimizer=adam") == [adam2, adam1]
+    assert _ids("--where", "optimizer=sgd:lr=0.1") == [sgd]
+    assert _ids("-w", "optimizer=sgd,adam", "-w", "seed=1") == [sgd, adam1]   # any value; every condition
+    # lr: the rate trained with, Keras's default included (sgd's 0.01, adam's 0.001)
+    assert _ids("--where", "lr=0.01") == [stopped]
+    assert _ids("--where", "learning_rate=0.001") == [adam2, adam1]
+    assert _ids("--where", "hidden=300-100") == [adam2]            # layers as --vary writes them
+    assert _ids("--where", "hidden=100,300-100") == [stopped, sgd, adam2, adam1]
+    assert _ids("--where", "backend=tf") == [stopped, adam2, adam1]
+    assert _ids("--status", "interrupted") == [stopped]
+    assert _ids("--status", "completed", "-n", "1") == [sgd]
+
+    by_acc = json.loads(invoke("runs", "--sort", "val_acc", "--json").stdout)
+    accs = [r["saved_val_accuracy"] for r in by_acc]   # the table's val acc
+    assert None not in accs and accs == sorted(accs, reverse=True) and len(set(accs)) > 1
+
+    result = invoke("runs", "--where", "optimizer=nadam")
+    assert result.exit_code == 0 and "None of the 4 runs" in result.stderr
+    seeds = invoke("runs").stdout
+    assert "seed" in seeds.splitlines()[0]                           # the runs differ in seed
+    assert "seed" not in invoke("runs", "--where", "seed=1").stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--where", "foo=1"), "Unknown setting 'foo' for --where"),
+    (("--where", "epochs"), "--where takes KEY=VALUE"),
+    (("--where", "epochs=x"), "--where epochs=x: epochs takes a whole number"),
+    (("--where", "hidden=a"), "--where hidden=a: hidden takes layer sizes"),
+    (("--status", "runnin"), "Unknown status 'runnin' for --status"),
+    (("--sort", "acc"), "Unknown --sort 'acc'"),
+])
+def test_runs_filters_refuse_bad_input_in_one_sentence(runs_dir, args, says):
+    assert_clean_error(invoke("runs", *args), 2, says)

@@ -1,0 +1,159 @@
+"""Which runs `fmnist runs` lists, and in what order: `--status`, `--where KEY=VALUE` and `--sort`.
+
+Plain data in, plain data out: the CLI parses the options here and renders what is left."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .config import BACKEND_SHORT, parse_activation, parse_hidden, parse_monitor
+from .errors import UsageError
+from .records import Status
+
+# Keras's own default learning rates, for `--where lr=0.01` on a run that left its optimizer's default.
+KERAS_DEFAULT_LR = {"SGD": 0.01}
+KERAS_OTHER_LR = 0.001
+
+
+def _lr(config) -> float:
+    spec = config.optimizer
+    return spec.learning_rate if spec.learning_rate is not None else KERAS_DEFAULT_LR.get(spec.keras_class, KERAS_OTHER_LR)
+
+
+def _whole(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError("a whole number (or none)")
+    return int(text)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("a number") from None
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        return parse_hidden(text.replace("-", ","))
+    except UsageError:
+        raise ValueError("layer sizes such as 100 or 300-100 (commas separate values)") from None
+
+
+def _backend(text: str) -> str:
+    names = {short: full for full, short in BACKEND_SHORT.items()}
+    return names.get(text.lower(), text.lower())
+
+
+# key -> (what a run's config has, how a typed value becomes comparable). The optimizer matches by its
+# name (`adam`) or its whole label (`sgd:lr=0.1`); lr by the rate the run trained with, defaults included.
+KEYS: dict[str, tuple[Callable[[Any], Any], Callable[[str], Any]]] = {
+    "optimizer": (lambda c: {c.optimizer.name, c.optimizer.label()}, str.lower),
+    "lr": (_lr, _number),
+    "hidden": (lambda c: tuple(c.hidden), _hidden),
+    "activation": (lambda c: c.activation, parse_activation),
+    "dropout": (lambda c: float(c.dropout), _number),
+    "epochs": (lambda c: c.epochs, _whole),
+    "batch_size": (lambda c: c.batch_size, _whole),
+    "seed": (lambda c: c.seed, _whole),
+    "limit": (lambda c: c.limit, _whole),
+    "early_stopping": (lambda c: c.early_stopping, _whole),
+    "monitor": (lambda c: c.monitor, parse_monitor),
+    "backend": (lambda c: c.backend, _backend),
+    "engine": (lambda c: c.engine, str.lower),
+    "val_size": (lambda c: float(c.val_size), _number),
+    "split_seed": (lambda c: c.split_seed, _whole),
+    "name": (lambda c: c.name, str),
+    "variant": (lambda c: c.variant, str),
+}
+ALIASES = {"learning_rate": "lr", "optimiser": "optimizer", "patience": "early_stopping"}
+
+# --sort NAME -> (what to sort by, best first?). Runs without the figure go last either way.
+SORTS = {
+    "created": (lambda r: r.created, True),
+    "val_acc": (lambda r: r.saved_val_accuracy, True),
+    "test_acc": (lambda r: _test_accuracy(r), True),
+    "time": (lambda r: r.get("seconds"), False),
+}
+
+
+def _test_accuracy(run) -> float | None:
+    test = run.get("evaluations", {}).get("test")
+    return test.accuracy if test is not None else None
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    values: tuple   # any of them matches
+
+    def matches(self, config) -> bool:
+        if config is None:   # a broken run's settings are unknown: it matches no setting
+            return False
+        have = KEYS[self.key][0](config)
+        if isinstance(have, set):
+            return any(v in have for v in self.values)
+        return have in self.values
+
+
+def parse_where(items: list[str] | None) -> list[Condition]:
+    """`--where optimizer=sgd,adam --where epochs=20`: every condition holds; within one, any value."""
+    out = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lower().replace("-", "_")
+        key = ALIASES.get(key, key)
+        if not sep or not raw.strip():
+            raise UsageError(f"--where takes KEY=VALUE (e.g. --where optimizer=adam), not {item!r}.")
+        if key not in KEYS:
+            raise UsageError(f"Unknown setting {key!r} for --where; choose from {', '.join(KEYS)}.")
+        parse = KEYS[key][1]
+        values = []
+        for part in (p.strip() for p in raw.split(",")):   # as in --vary: hidden=100,300-100
+            try:
+                values.append(parse(part))
+            except ValueError as e:
+                raise UsageError(f"--where {key}={part}: {key} takes {e}.") from None
+            except UsageError as e:   # the setting's own parser, which names its option
+                raise UsageError(f"--where {key}={part}: {e}") from None
+        out.append(Condition(key, tuple(values)))
+    return out
+
+
+# A run's status as listings show it: `missing` and `incomplete` belong to comparisons' slots.
+LISTED = tuple(s for s in Status if s not in (Status.MISSING, Status.INCOMPLETE))
+
+
+def parse_statuses(text: str | None) -> set[Status]:
+    """--status completed,diverged -> {Status.COMPLETED, Status.DIVERGED}."""
+    names = [part.strip().lower() for part in (text or "").split(",") if part.strip()]
+    allowed = ", ".join(s.value for s in LISTED)
+    if text is not None and not names:
+        raise UsageError(f"--status takes one or more of {allowed}, comma-separated.")
+    for name in names:
+        if name not in {s.value for s in LISTED}:
+            raise UsageError(f"Unknown status {name!r} for --status; choose from {allowed}.")
+    return {Status(name) for name in names}
+
+
+def parse_sort(text: str | None) -> str:
+    name = (text or "created").strip().lower().replace("-", "_")
+    name = {"val_accuracy": "val_acc", "test_accuracy": "test_acc", "seconds": "time"}.get(name, name)
+    if name not in SORTS:
+        raise UsageError(f"Unknown --sort {text!r}; choose from {', '.join(SORTS)}.")
+    return name
+
+
+def select(runs: list, statuses: set[Status] | None = None, where: list[Condition] = (),
+           sort: str = "created") -> list:
+    """The runs that have one of `statuses` (any when empty) and meet every condition, ordered by
+    `sort`: best first (newest, highest accuracy, shortest time), runs without the figure last."""
+    chosen = [r for r in runs if (not statuses or r.status in statuses)
+              and all(c.matches(r.config) for c in where)]
+    key, descending = SORTS[sort]
+    have = [r for r in chosen if key(r) is not None]
+    have.sort(key=key, reverse=descending)   # stable: equal figures stay newest first
+    return have + [r for r in chosen if key(r) is None]
