@@ -730,6 +730,9 @@ def comparison_table(summary, console: Console) -> None:
     shown = [c.header for c, _ in fit(cols, console.width, GAP, cell_len(title))]
     console.print(fitted_table(cols, console.width, title=title,
                                row_styles=["bold" if v.label == summary.best_variant else None for v in variants]))
+    if (summary.base or {}).get("early_stopping"):   # the saved models are not the last epoch's
+        say(console, "With early stopping each run saved its best epoch's weights: best val acc is what "
+                     "`fmnist evaluate` gives them; the other figures are the last epoch's.", markup=False)
     if summary.best_variant:
         span = f" Curves span {lo:.4f}-{hi:.4f}." if "curve" in shown else ""   # not when left out
         by = "" if monitor == "val_accuracy" else f" at the best epoch, by {monitor_phrase(monitor)}"

@@ -217,6 +217,10 @@ def test_compare_aggregates_by_the_monitor_and_says_so(shaped):
     assert out["monitor"] == "accuracy" and out["variants"][0]["aggregate"]["best_epoch"]["mean"] == 3
     text = " ".join(invoke("compare", "adam", "sgd", "--epochs", "6", "--monitor", "val_accuracy").stdout.split())
     assert "(highest val_accuracy)." in text and "by highest" not in text   # said once, not twice
+    assert "early stopping" not in text
+    # with early stopping the saved models are the best epoch's, not the last one's: the table says so
+    text = " ".join(invoke("compare", "adam", "sgd", "--epochs", "6", "--early-stopping", "2").stdout.split())
+    assert "each run saved its best epoch's weights: best val acc is what `fmnist evaluate` gives" in text
 
 
 def test_old_runs_and_comparisons_read_as_val_accuracy(shaped, runs_dir):
