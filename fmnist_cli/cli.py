@@ -405,7 +405,7 @@ def train(
     console = _consoles(json_out)
     plain = not console.is_terminal
     stop = training.StopFlag()
-    if not quiet and (json_out or not plain):   # a log gets the epoch lines alone
+    if not quiet:   # on stderr: stdout's lines stay the epochs', and `2>&1` puts it at the top of a log
         # Before the live display starts: printed under it, the line would tear its first frame.
         what = f"Resuming {run_dir.name}" if run_dir else "Training"
         say(report.err, f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...")
