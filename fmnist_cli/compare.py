@@ -404,20 +404,46 @@ def aggregate(slot_list: list[SlotSummary], monitor: str = DEFAULT_MONITOR) -> d
     }
 
 
+def setting_columns(summary: ComparisonSummary) -> dict[str, dict]:
+    """Per variant label, its varied settings as CSV columns, so that a table of accuracy against a
+    setting needs no parsing of labels: optimizer (its name) and, where any variant sets them, lr,
+    momentum and nesterov; hidden as `--vary` writes it (300-100); activation, dropout, batch_size."""
+    out = {v.label: {} for v in summary.variants}
+    for key in summary.varied:
+        for v in summary.variants:
+            value = v.settings.get(key)
+            if key == "optimizer" and isinstance(value, dict):
+                out[v.label]["optimizer"] = value.get("name")
+                for field in ("learning_rate", "momentum", "nesterov"):
+                    if any((u.settings.get(key) or {}).get(field) is not None for u in summary.variants):
+                        out[v.label]["lr" if field == "learning_rate" else field] = value.get(field)
+            elif key == "hidden" and isinstance(value, list):
+                out[v.label][key] = "-".join(map(str, value))
+            else:
+                out[v.label][key] = value
+    return out
+
+
 def csv_rows(summary: ComparisonSummary) -> list[dict]:
+    """One row per variant and epoch: its varied settings, its seeds, the metrics' mean and std over
+    them, and the variant's best val accuracy (mean, std) and best epoch (mean) on every row."""
     rows = []
+    settings = setting_columns(summary)
     for v in summary.variants:
-        if not v.aggregate["epochs"]:   # no seed has figures yet: one row, so the variant still shows
-            rows.append({"comparison": summary.comparison_id, "variant": v.label, "epoch": None, "n": 0, "of": v.of})
+        agg = v.aggregate
+        head = {"comparison": summary.comparison_id, "variant": v.label, **settings[v.label]}
+        tail = {"best_val_accuracy_mean": agg["best_val_accuracy"]["mean"],
+                "best_val_accuracy_std": agg["best_val_accuracy"]["std"], "best_epoch_mean": agg["best_epoch"]["mean"]}
+        if not agg["epochs"]:   # no seed has figures yet: one row, so the variant still shows
+            rows.append({**head, "epoch": None, "n": 0, "of": v.of, **tail})
             continue
-        pe = v.aggregate["per_epoch"]
-        for e in range(v.aggregate["epochs"]):
-            row = {"comparison": summary.comparison_id, "variant": v.label, "epoch": e + 1,
-                   "n": pe["loss"]["n"][e], "of": v.of}
+        pe = agg["per_epoch"]
+        for e in range(agg["epochs"]):
+            row = {**head, "epoch": e + 1, "n": pe["loss"]["n"][e], "of": v.of}
             for m in METRICS:
                 row[f"{m}_mean"] = pe[m]["mean"][e]
                 row[f"{m}_std"] = pe[m]["std"][e]
-            rows.append(row)
+            rows.append({**row, **tail})
     return rows
 
 
@@ -426,7 +452,9 @@ def write_csv(summary: ComparisonSummary, path: Path) -> None:
     import io
 
     buf = io.StringIO()
-    fields = ["comparison", "variant", "epoch", "n", "of"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    varied = list(next(iter(setting_columns(summary).values()), {}))
+    fields = (["comparison", "variant", *varied, "epoch", "n", "of"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+              + ["best_val_accuracy_mean", "best_val_accuracy_std", "best_epoch_mean"])
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in csv_rows(summary):

@@ -29,6 +29,16 @@ def test_identical_variants_get_identical_histories():
     assert a["loss"] == b["loss"] and a["val_accuracy"] == b["val_accuracy"]
 
 
+def test_csv_has_a_column_per_varied_setting(tmp_path, fake_engine):
+    table = tmp_path / "sweep.csv"
+    compare_json("sgd", "adam", "--vary", "lr=0.01,0.1", "--vary", "hidden=32,64-32", "--epochs", "2", "--csv", table)
+    rows = list(csv.DictReader(table.open()))
+    assert list(rows[0])[:6] == ["comparison", "variant", "hidden", "optimizer", "lr", "epoch"]
+    got = {(r["optimizer"], float(r["lr"]), r["hidden"]) for r in rows}
+    assert got == {(o, lr, h) for o in ("sgd", "adam") for lr in (0.01, 0.1) for h in ("32", "64-32")}
+    assert len(rows) == 8 * 2
+
+
 def test_variants_start_from_equal_weights():
     from fmnist_cli import models
 
@@ -71,6 +81,11 @@ def test_repeats_aggregate_like_numpy_and_export(tmp_path, fake_engine):
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 2 * 2 and rows[0]["variant"] == "sgd" and float(rows[0]["val_accuracy_mean"]) > 0
     assert set(rows[0]) >= {"comparison", "variant", "epoch", "n", "loss_mean", "loss_std", "val_accuracy_std"}
+    # the varied setting as a column of its own, and the variant's best figures on each of its rows
+    assert [r["optimizer"] for r in rows] == ["sgd", "sgd", "adam", "adam"] and "lr" not in rows[0]
+    adam = out["variants"][1]["aggregate"]
+    assert float(rows[3]["best_val_accuracy_mean"]) == pytest.approx(adam["best_val_accuracy"]["mean"])
+    assert float(rows[3]["best_epoch_mean"]) == pytest.approx(adam["best_epoch"]["mean"])
     # PNG: a real image
     import matplotlib.image
 
