@@ -78,7 +78,16 @@ def comparison_figure(summary):
     plt = _pyplot()
     import numpy as np
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    sweep = sweep_axis(summary)
+    if sweep is None:
+        fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    else:   # a third row, as wide as the figure: the best val accuracy against the swept setting
+        fig = plt.figure(figsize=(11, 11))
+        grid = fig.add_gridspec(3, 2)
+        first = fig.add_subplot(grid[0, 0])
+        axes = np.array([[first, fig.add_subplot(grid[0, 1], sharex=first)],
+                         [fig.add_subplot(grid[1, 0], sharex=first), fig.add_subplot(grid[1, 1], sharex=first)]])
+        _sweep_panel(fig.add_subplot(grid[2, :]), summary, sweep)
     panels = [("loss", "train loss"), ("val_loss", "validation loss"),
               ("accuracy", "train accuracy"), ("val_accuracy", "validation accuracy")]
     thinned = False
@@ -115,6 +124,59 @@ def comparison_figure(summary):
     fig.suptitle(f"fmnist compare {summary.comparison_id}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""))
     fig.tight_layout(rect=(0, 0.025, 1, 1) if thinned else None)
     return fig
+
+
+# Settings a sweep can be drawn against, and whether their values are spread over decades.
+NUMERIC = {"lr": True, "dropout": False, "batch_size": True, "momentum": False}
+
+
+def sweep_axis(summary) -> str | None:
+    """The numeric setting the variants sweep (lr, dropout, batch_size, momentum) with at least 3
+    values, the one with the most where several are; None when there is none to draw against."""
+    from .compare import setting_columns
+
+    columns = setting_columns(summary)
+    counts = {key: len({c.get(key) for c in columns.values()} - {None}) for key in NUMERIC}
+    key = max(counts, key=counts.get)
+    return key if counts[key] >= 3 else None
+
+
+def _sweep_panel(ax, summary, key: str) -> None:
+    """Best val accuracy (mean ± std over seeds) against `key`, a line per combination of the other
+    varied settings (adam, sgd, ...): where a sweep peaks, and whether its neighbours are within the
+    seeds' spread."""
+    from .compare import setting_columns
+
+    columns = setting_columns(summary)
+    lines: dict[str, list] = {}
+    missing: dict[str, list] = {}   # values without figures (every seed diverged, say): in the legend
+    for v in summary.variants:
+        mean, std = v.aggregate["best_val_accuracy"]["mean"], v.aggregate["best_val_accuracy"]["std"]
+        x = columns[v.label].get(key)
+        if x is None:
+            continue
+        rest = " ".join(str(value) for k, value in columns[v.label].items() if k != key and value is not None)
+        if mean is None:
+            missing.setdefault(rest, []).append(f"{key}={x:g} {v.status}")
+            continue
+        lines.setdefault(rest, []).append((x, mean, std or 0.0))
+    for i, (label, points) in enumerate(sorted(lines.items())):
+        points.sort()
+        xs, means, stds = zip(*points)
+        gone = f" ({', '.join(missing[label])})" if label in missing else ""
+        ax.errorbar(xs, means, yerr=stds if summary.repeats > 1 else None, marker="o", markersize=4,
+                    capsize=3, color=f"C{i % 10}", label=(label + gone).strip() or None)
+    if NUMERIC[key]:
+        ax.set_xscale("log")
+    values = sorted({x for points in lines.values() for x, _, _ in points})
+    ax.set_xticks(values, [f"{x:g}" for x in values])   # the values swept, not the scale's decades
+    ax.minorticks_off()
+    ax.set_xlabel(key)
+    ax.set_ylabel("best val accuracy")
+    ax.set_title(f"best val accuracy against {key}" + (" (mean ± std over seeds)" if summary.repeats > 1 else ""))
+    ax.grid(alpha=0.3)
+    if any(lines):
+        ax.legend(fontsize=8)
 
 
 def run_curves_figure(history: dict, title: str, best_epoch: int | None = None):

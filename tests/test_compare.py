@@ -39,6 +39,22 @@ def test_csv_has_a_column_per_varied_setting(tmp_path, fake_engine):
     assert len(rows) == 8 * 2
 
 
+def test_a_sweep_of_three_values_is_drawn_against_its_setting(tmp_path, fake_engine):
+    import matplotlib.image
+
+    from fmnist_cli import figures
+    from fmnist_cli.store import RunStore
+
+    plot = tmp_path / "sweep.png"
+    out = compare_json("sgd", "adam", "--vary", "lr=0.001,0.01,0.1", "--epochs", "2", "--plot", plot)
+    store = RunStore.at(None)
+    summary = cmp.summarize(store, store.load_comparison(out["comparison_id"]))
+    assert figures.sweep_axis(summary) == "lr"
+    assert matplotlib.image.imread(plot).shape[0] == 1100   # the curves' 750 px and a row for the sweep
+    two = compare_json("sgd", "adam", "--vary", "lr=0.001,0.01", "--epochs", "2")
+    assert figures.sweep_axis(cmp.summarize(store, store.load_comparison(two["comparison_id"]))) is None
+
+
 def test_variants_start_from_equal_weights():
     from fmnist_cli import models
 
