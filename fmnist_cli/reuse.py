@@ -20,8 +20,9 @@ from .store import RunStore, in_comparison
 
 # Labels of a run within a comparison: they say where it belongs, not how it was trained.
 PLACE = ("name", "comparison", "variant", "repeat")
-# Fields of run.json's versions that do not change a run's numbers (lanes and workers: tested).
-NOT_SETUP = ("cpus",)
+# Fields of run.json's versions that do not change a run's numbers. Not `cpus`: TensorFlow's XLA
+# products are split by its thread count, and 1 core against 2 changed a run's loss in the 4th digit.
+NOT_SETUP = ()
 
 
 @dataclass

@@ -98,7 +98,7 @@ def test_a_run_on_other_data_or_libraries_is_not_reused(monkeypatch, runs_dir, f
     monkeypatch.setattr(backend, "describe", lambda: {"backend": "fake", "keras": "99", "cpus": 64})
     fake_engine.trained.clear()
     compare_json("sgd", *SMALL, "--reuse")
-    assert fake_engine.trained == []   # the cores do not change the numbers
+    assert len(fake_engine.trained) == 1   # TensorFlow's numbers depend on its thread count
 
 
 @pytest.mark.parametrize("damage", ["model", "history", "vmapped", "diverged"])
