@@ -724,6 +724,7 @@ def compare(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write learning curves to this PNG file.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish comparison ID (or 'latest'): train only its missing runs.")] = None,
+    reuse: Annotated[bool, typer.Option("--reuse", help="Copy finished runs of earlier comparisons with identical settings (and data, libraries and device) into this one instead of training them again: widen a sweep without training what it has.")] = False,
     show: Annotated[Optional[str], typer.Option("--show", help="Show comparison ID (or 'latest') again, without training.")] = None,
     list_all: Annotated[bool, typer.Option("--list", help="List saved comparisons.")] = False,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
@@ -743,6 +744,10 @@ def compare(
       fmnist compare --vary activation=sigmoid,relu --vary hidden=100,300-100
 
       fmnist compare adam rmsprop --backend jax --epochs 20 --early-stopping 3
+
+      # widen a sweep: lr=0.01 and 0.1 are copied from the earlier comparison, 0.3 is trained
+      fmnist compare sgd adam --vary lr=0.01,0.1 --repeats 3
+      fmnist compare sgd adam --vary lr=0.01,0.1,0.3 --repeats 3 --reuse
 
       # TensorBoard's HParams: a row per optimizer
       fmnist compare sgd rmsprop adam --repeats 3 --tensorboard tb
@@ -766,8 +771,10 @@ def compare(
         refuse_options(ctx, "--show", "it shows a saved comparison again without training, and takes only "
                        "--plot, --csv, --json and --runs-dir", allowed=("show", "plot", "csv_path", "json_out", "runs_dir"))
     elif resume is not None:
-        refuse_options(ctx, "--resume", "a comparison resumes with the settings it was started with",
-                       allowed=("resume", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir",
+        refuse_options(ctx, "--resume", "a comparison resumes with the settings it was started with; to widen "
+                       "it, run the wider comparison with --reuse, which copies the runs it has instead of training "
+                       "them again",
+                       allowed=("resume", "reuse", "jobs", "plot", "csv_path", "json_out", "quiet", "runs_dir", "data_dir",
                                 "tensorboard", "executor", "address", "cpus_per_unit", "gpus_per_unit"))
     store = RunStore.at(runs_dir)
     root = store.root
@@ -851,7 +858,7 @@ def compare(
                                                           monitor=cmp.monitor_of(record)) as display, \
                     runner or contextlib.nullcontext():
                 on_event = live.wrap(display.on_event) if live else display.on_event
-                record = cmp.execute(store, record, data_dir, jobs, on_event, stop, executor=runner)
+                record = cmp.execute(store, record, data_dir, jobs, on_event, stop, executor=runner, reuse=reuse)
         except KeyboardInterrupt:
             if resume is None:
                 forget()

@@ -16,7 +16,7 @@ from .config import DEFAULT_MONITOR, RunConfig, parse_activation, parse_hidden, 
 from .engines import best_index
 from .errors import Busy, FmnistError, UsageError
 from .records import (FINISHED, METRICS, RESUMABLE, ComparisonRecord, ComparisonSummary, Plan, RunDone, RunInfo,
-                      SlotSummary, Status, VariantSpec, VariantSummary)
+                      RunReused, SlotSummary, Status, VariantSpec, VariantSummary)
 from .store import RunStore, atomic_write_text, in_comparison, now
 
 VARY_KEYS = {"activation": "activation", "hidden": "hidden", "dropout": "dropout",
@@ -224,9 +224,11 @@ def make_units(root: Path, todo, data_dir, resume: dict | None = None) -> list[t
 
 
 def execute(store: RunStore, record: ComparisonRecord, data_dir=None, jobs: int = 1, on_event=None,
-            should_stop=None, executor=None) -> ComparisonRecord:
+            should_stop=None, executor=None, reuse: bool = False) -> ComparisonRecord:
     """Train every pending slot, writing each run id into the record as units finish. The comparison
-    is locked meanwhile: a second process resuming it gets a Busy error instead of training twice."""
+    is locked meanwhile: a second process resuming it gets a Busy error instead of training twice.
+    `reuse`: first fill pending slots with copies of earlier runs of identical settings (reuse.py);
+    a copy rather than going on from a slot's checkpoint, as it is the run that resume would finish."""
     from .executors import LocalExecutor
 
     on_event = on_event or (lambda e: None)
@@ -237,13 +239,22 @@ def execute(store: RunStore, record: ComparisonRecord, data_dir=None, jobs: int 
         if not fresh.broken:
             record = fresh
         todo = pending_slots(store, record)
-        store.save_comparison(record)   # adopted runs
+        pending = len(todo)
+        reused = []
+        if reuse and todo:
+            from .reuse import fill
+
+            reused, todo = fill(store, record, todo, data_dir)
+        store.save_comparison(record)   # adopted and reused runs
         points = resume_points(store, record, todo)
         units = make_units(store.root, todo, data_dir, points)
         executor = executor or LocalExecutor(jobs)
         errors = {}
         epochs = sum(c.epochs - points.get((vi, r), (None, 0))[1] for vi, r, c in todo)
-        on_event(Plan(runs=len(todo), units=len(units), epochs=epochs, resumed=len(points)))
+        on_event(Plan(runs=len(todo), units=len(units), epochs=epochs, resumed=len(points), reused=len(reused),
+                      slots=pending))
+        for copy in reused:
+            on_event(RunReused(variant=copy.variant, repeat=copy.repeat, run_id=copy.run_id, source=copy.source))
         from .training import arm
 
         arm(should_stop)   # from here a first Ctrl-C stops gracefully, whatever the executor
@@ -292,7 +303,7 @@ def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict,
                        status=info.status, message=info.reason or info.get("message"),
                        best_epoch=info.get("best_epoch"), best_val_accuracy=info.get("best_val_accuracy"),
                        seconds=info.get("seconds"), group_size=info.get("group_size", 1),
-                       resumed_from=info.get("resumed_from"),
+                       resumed_from=info.get("resumed_from"), reused_from=info.get("reused_from"),
                        pid=info.get("pid") if info.status == Status.RUNNING else None,
                        history=info.history if info.status != Status.BROKEN else None)
 
@@ -384,9 +395,12 @@ def aggregate(slot_list: list[SlotSummary], monitor: str = DEFAULT_MONITOR) -> d
     # One figure per run (its mean epoch time, leaving out the compiling epochs, the first and the
     # first after each resume, where there are others), so that ± is spread over seeds like every
     # other column. Runs stepped together in one program share each epoch's wall time: each is
-    # charged its share.
+    # charged its share. A run copied from an earlier comparison (`--reuse`) is left out: its time
+    # was measured then, with other company in its program, not in this comparison.
     secs = []
     for s in usable:
+        if s.reused_from:
+            continue
         seconds = s.history.get("seconds", [])
         compiled = {0, *(s.resumed_from or ())}   # 0-based: the epoch after checkpoint k is index k
         timed = [t for i, t in enumerate(seconds) if i not in compiled] or seconds

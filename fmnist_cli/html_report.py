@@ -367,7 +367,9 @@ def comparison_page(store: RunStore, cid: str) -> str:
     body = table(headers, rows, row_classes=classes, css="stack")   # std under the mean: 11 columns fit
     over = f"mean ± std over {n} seeds (sample std)" if n > 1 else "one seed per variant"
     body += (f"<p class=note>Final epoch figures, {over}. Best val accuracy is the val accuracy at each run's best "
-             f"epoch ({esc(monitor_phrase(monitor))}); seconds per epoch leave the compiling first epoch out.")
+             f"epoch ({esc(monitor_phrase(monitor))}); seconds per epoch leave the compiling first epoch out"
+             + (", and runs copied from earlier comparisons (--reuse)" if any(r.reused_from for v in summary.variants
+                                                                          for r in v.runs) else "") + ".")
     if summary.best_variant:
         body += f' <span class="star">★</span> best: <b>{esc(summary.best_variant)}</b> (highest mean best val accuracy).'
     body += "</p>"
@@ -418,7 +420,10 @@ def comparison_runs(summary, infos: dict, splits: list[str]) -> str:
                    str(len(history.get("loss", []))) if history else "-", esc(slot.best_epoch or "-"),
                    num(slot.best_val_accuracy), num(history["val_accuracy"][-1]) if history.get("val_accuracy") else "-"]
             row += [num(evals[s].accuracy) if s in evals else "-" for s in splits]
-            row += [num(slot.seconds, 1), f'<td class="wrap">{esc(slot.message or "")}</td>']
+            # a copy's seconds are its source's, measured when that run trained
+            message = slot.message or (f"copied from {slot.reused_from} (identical settings); its seconds are "
+                                       "that run's" if slot.reused_from else "")
+            row += [num(slot.seconds, 1), f'<td class="wrap">{esc(message)}</td>']
             rows.append(row)
             classes.append(" ".join(c for c in ("group" if k == 0 else "",
                                                 "best" if v.label == summary.best_variant else "") if c))

@@ -281,6 +281,8 @@ class RunRecord(Record):
     model_epoch: int | None = None      # the epoch whose weights model.keras holds
     checkpoint_seconds: float | None = None   # spent on per-epoch checkpoints (this session)
     resumed_from: list[int] | None = None   # the checkpoint epoch of each resume: the next one compiled
+    vmapped: int | None = None          # runs in its vmapped family, 1: stepped alone (JAX fused); None: not recorded
+    reused_from: str | None = None      # the run that trained it, when `compare --reuse` copied it
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     format: int = FORMAT
     broken: str | None = None
@@ -497,6 +499,7 @@ class SlotSummary(Record):
     seconds: float | None = None
     group_size: int = 1
     resumed_from: list[int] | None = None
+    reused_from: str | None = None      # the run that trained it (`compare --reuse`): its seconds are not this comparison's
     pid: int | None = None              # the process training it, while it is `running`
     history: dict | None = None
 
@@ -565,6 +568,8 @@ class Plan(Event):
     units: int
     epochs: int          # to train: a resumed run counts the epochs it has left
     resumed: int = 0     # runs going on from their checkpoints
+    reused: int = 0      # slots filled by copies of earlier runs (`compare --reuse`), not trained
+    slots: int = 0       # slots that had no finished run: reused + runs
 
 
 @dataclass
@@ -601,6 +606,15 @@ class EpochEnd(RunEvent):
 
     def metric(self, name: str) -> float:
         return getattr(self, name)
+
+
+@dataclass
+class RunReused(Event):
+    """A slot filled by a copy of an earlier run with identical settings (`compare --reuse`)."""
+    variant: int      # index into the comparison's variants
+    repeat: int
+    run_id: str       # the copy
+    source: str       # the run that trained it
 
 
 @dataclass

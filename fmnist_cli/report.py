@@ -21,7 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import DEFAULT_MONITOR, LEGACY_MONITOR, monitor_phrase
-from .records import COLORS, METRICS, EpochEnd, EpochStart, Plan, Record, RunDone, Status, Step, whole_epochs
+from .records import (COLORS, METRICS, EpochEnd, EpochStart, Plan, Record, RunDone, RunReused, Status, Step,
+                      whole_epochs)
 from .errors import json_error
 
 
@@ -632,7 +633,9 @@ class CompareDisplay(LiveDisplay):
         if isinstance(event, Plan):
             self.runs_total = event.runs
             self.task = self.progress.add_task(f"runs 0/{self.runs_total}", total=max(event.epochs, 1))
-            if self.plain:
+            if event.reused:   # live display or not: it says why fewer runs train than were asked for
+                self.console.print(reused_line(event), highlight=False, markup=False, soft_wrap=True)
+            if self.plain and not (event.reused and not event.runs):   # "training 0" said it
                 resumed = f", {event.resumed} going on from their checkpoints" if event.resumed else ""
                 self.console.print(f"Training {event.runs} run(s) in {event.units} unit(s){resumed}..." if event.runs
                                    else "Nothing to train: every run of the comparison has finished.", highlight=False)
@@ -649,6 +652,11 @@ class CompareDisplay(LiveDisplay):
             if self.plain:
                 self.console.print(f"[{event.variant} #{event.repeat}] " + plain_epoch_line(event, event.epochs),
                                    highlight=False, soft_wrap=True, markup=False)
+        elif isinstance(event, RunReused):   # done before training starts; not among the runs trained
+            row = self.rows[self.labels[event.variant]]
+            row["done"] += 1
+            if row["status"] == "waiting" and row["done"] >= self.repeats:
+                row["status"] = Status.COMPLETED.value
         elif isinstance(event, RunDone):
             self.runs_done += 1
             label = self.labels[event.variant]
@@ -670,6 +678,12 @@ class CompareDisplay(LiveDisplay):
             if self.plain:
                 self.console.print(f"[{label} #{event.repeat}] run {status}", highlight=False, markup=False)
         self.refresh()
+
+
+def reused_line(plan: Plan) -> str:
+    """`Reused 4 of 6 runs from earlier comparisons (identical settings); training 2.`"""
+    return (f"Reused {plan.reused} of {plan.slots} run(s) from earlier comparisons (identical settings); "
+            f"training {plan.runs}.")
 
 
 def _best_caveats(summary) -> list[str]:
@@ -749,6 +763,10 @@ def comparison_table(summary, console: Console) -> None:
             if r.status in (Status.DIVERGED, Status.FAILED, Status.BROKEN) and r.message:
                 say(console, f"{v.label} (seed #{r.repeat}): {r.status}: {r.message}", markup=False)
                 break
+    copies = [r for v in variants for r in v.runs if r.reused_from]
+    if copies:
+        say(console, f"{len(copies)} run(s) are copies of earlier runs with identical settings (`reused_from` in "
+                     "--json): s/epoch leaves out their times, measured when they were trained.", markup=False)
     training = [r for v in variants for r in v.runs if r.status == Status.RUNNING]
     if training:
         pids = sorted({str(r.pid) for r in training if r.pid})

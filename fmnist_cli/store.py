@@ -281,6 +281,41 @@ class RunStore:
         (disk full, say). Both files are written in a hidden folder that is then renamed into place:
         a run folder never exists without them, so one without them is damage, shown `broken` at
         once. The rename fails when another process took the id first, and a new id is drawn."""
+        def fill(staging: Path, run_id: str) -> None:
+            # to the microsecond: runs made in one second still list (and are `latest`) in order
+            record = RunRecord(id=run_id, status=Status.RUNNING, created=now("microseconds"), pid=os.getpid(),
+                               host=socket.gethostname(), comparison=config.comparison)
+            atomic_write_json(staging / "run.json", record.to_json())
+            atomic_write_json(staging / "config.json", config.to_dict())
+
+        return self._new_run_folder(config, fill)
+
+    def copy_run(self, source: Path, config: RunConfig) -> Path:
+        """A finished run copied whole under a new id, as a run of `config` (its comparison, variant and
+        repeat; the settings that train it are the source's): `compare --reuse`. A copy, not a link,
+        so that removing either run leaves the other whole; it appears at once, whole, like a new run.
+        Its run.json says which run trained it (`reused_from`), and keeps that run's figures, times
+        and evaluations."""
+        def fill(staging: Path, run_id: str) -> None:
+            with self._locked(source):   # an `evaluate` may be rewriting the source's run.json
+                record = self.read_record(source)
+                if record.broken:
+                    raise BrokenRecord(f"Run {source.name} cannot be copied ({record.broken}).")
+                for name in ("history.json", "model.keras"):
+                    shutil.copyfile(source / name, staging / name)
+                    with open(staging / name, "rb+") as fh:
+                        os.fsync(fh.fileno())
+            copied = RunRecord.from_json({**record.to_json(), "id": run_id, "created": now("microseconds"),
+                                          "comparison": config.comparison,
+                                          "reused_from": record.reused_from or source.name})
+            atomic_write_json(staging / "config.json", config.to_dict())
+            atomic_write_json(staging / "run.json", copied.to_json())
+
+        return self._new_run_folder(config, fill)
+
+    def _new_run_folder(self, config: RunConfig, fill) -> Path:
+        """A fresh run id claimed by renaming a hidden folder that `fill(folder, run_id)` wrote into
+        place: readers (and a crash) see the whole run or none of it."""
         slug = config.name or f"{config.optimizer.name}-{config.activation}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -299,11 +334,7 @@ class RunStore:
             except OSError as err:
                 raise storage_error(err, self.root) from None
             try:
-                # to the microsecond: runs made in one second still list (and are `latest`) in order
-                record = RunRecord(id=run_id, status=Status.RUNNING, created=now("microseconds"), pid=os.getpid(),
-                                   host=socket.gethostname(), comparison=config.comparison)
-                atomic_write_json(staging / "run.json", record.to_json())
-                atomic_write_json(staging / "config.json", config.to_dict())
+                fill(staging, run_id)
                 os.rename(staging, run_dir)   # onto a non-empty folder (another run's) it fails
                 return run_dir
             except BaseException as err:

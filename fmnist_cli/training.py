@@ -181,9 +181,11 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
     versions = backend.describe()
     started = time.time()
     before = [_seconds_so_far(store, d, s) for d, s in zip(run_dirs, starts)] if resume else [0.0] * len(run_dirs)
-    for d, start in zip(run_dirs, starts or [None] * len(run_dirs)):
+    vmapped = _vmapped(configs)
+    for i, (d, start) in enumerate(zip(run_dirs, starts or [None] * len(run_dirs))):
         fields = dict(versions=versions, group_size=len(configs), engine=first.resolved_engine,
-                      n_train=len(split.y_train), n_val=len(split.y_val), data_dir=str(dataset.directory))
+                      n_train=len(split.y_train), n_val=len(split.y_val), data_dir=str(dataset.directory),
+                      vmapped=vmapped[i])
         if resume:
             fields.update(status=Status.RUNNING, pid=os.getpid(), host=socket.gethostname(), message=None,
                           resumed_from=[*(store.read_record(d).resumed_from or ()), start.epoch])
@@ -253,6 +255,17 @@ def train_group(configs: list[RunConfig], root: Path, data_dir=None, on_event=No
                 results[i] = dataclasses.replace(result, kept=False, message="stopped before its first epoch "
                                                  "finished: nothing was kept")
     return results
+
+
+def _vmapped(configs: list[RunConfig]) -> list[int | None]:
+    """Each run's vmapped family size (1: stepped alone); None off the fused engine on JAX, which
+    alone vmaps."""
+    first = configs[0]
+    if first.backend != "jax" or first.resolved_engine != "fused":
+        return [None] * len(configs)
+    from .engines.fused import vmapped_sizes
+
+    return vmapped_sizes(configs)
 
 
 def _seconds_so_far(store: RunStore, run_dir: Path, start) -> float:

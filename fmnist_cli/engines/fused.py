@@ -412,6 +412,16 @@ def family_key(config) -> tuple:
             config.optimizer.keras_class, tuple(sorted(settings.items())))
 
 
+def vmapped_sizes(configs) -> list[int]:
+    """For run.json: the size of each run's vmapped family, 1 for a run stepped on its own. A vmapped
+    run's numbers depend on its family (see VMAP_MIN), so `compare --reuse` never copies one."""
+    sizes = [1] * len(configs)
+    for members in families(configs, vmap_min()):
+        for k in members:
+            sizes[k] = len(members)
+    return sizes
+
+
 def families(configs, min_size: int) -> list[list[int]]:
     """Run indices grouped into families (in order of first appearance); a family smaller than
     `min_size` is split into lone runs."""

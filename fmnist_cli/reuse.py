@@ -1,0 +1,141 @@
+"""`compare --reuse`: fill a comparison's slots with copies of earlier runs that trained the very
+same thing, instead of training them again.
+
+A run stands in for a slot only when training the slot would give its numbers bit for bit: the same
+settings (every RunConfig field that defines training), the same data, the same libraries on the
+same kind of device, and steps of its own (a run stepped in a vmapped family has numbers that
+depend on its family). It must also be completed with a model the store can open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import FmnistError
+from .records import RunInfo, Status
+from .store import RunStore, in_comparison
+
+# Labels of a run within a comparison: they say where it belongs, not how it was trained.
+PLACE = ("name", "comparison", "variant", "repeat")
+# Fields of run.json's versions that do not change a run's numbers. Not `cpus`: TensorFlow's XLA
+# products are split by its thread count, and 1 core against 2 changed a run's loss in the 4th digit.
+NOT_SETUP = ()
+
+
+@dataclass
+class Reused:
+    variant: int       # index into the comparison's variants
+    repeat: int
+    run_id: str        # the copy, now the slot's run
+    source: str        # the run that trained it
+
+
+def training_settings(config: RunConfig) -> dict:
+    """What defines a run's training: its config without its place in a comparison (`auto` is
+    the fused engine, so the two are one)."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in PLACE}
+    settings["engine"] = config.resolved_engine
+    return settings
+
+
+def _key(config: RunConfig) -> str:
+    import json
+
+    return json.dumps(training_settings(config), sort_keys=True)
+
+
+def setup(versions: dict | None) -> dict:
+    return {k: v for k, v in (versions or {}).items() if k not in NOT_SETUP}
+
+
+def why_not(store: RunStore, info: RunInfo) -> str | None:
+    """Why a run cannot stand in for another (one clause), or None when it can, settings apart."""
+    if info.status != Status.COMPLETED:
+        return f"it is {info.status}"
+    if info.config is None or info.record is None:
+        return "its files are unusable"
+    record = info.record
+    if record.vmapped and record.vmapped > 1:
+        return "it was stepped in a vmapped family, whose numbers depend on the family"
+    device = str((record.versions or {}).get("device", ""))
+    if record.vmapped is None and record.engine == "fused" and info.config.backend == "jax" \
+            and (record.group_size or 1) > 1 and not device.startswith("cpu"):
+        return "it was trained before fmnist recorded vmapping, on a device that vmaps by default"
+    try:
+        store.check_model(Path(info.run_dir))
+    except FmnistError as err:
+        return str(err).rstrip(".")
+    return None
+
+
+def sources(store: RunStore, runs: list[RunInfo], exclude: str | None = None) -> dict[str, list[RunInfo]]:
+    """Runs that could stand in for a slot, newest first, by their training settings; none of
+    comparison `exclude` (its own runs are its slots already)."""
+    out: dict[str, list[RunInfo]] = {}
+    for info in runs:   # newest first
+        if info.config is None or (exclude is not None and in_comparison(info, exclude)):
+            continue
+        out.setdefault(_key(info.config), []).append(info)
+    return out
+
+
+def fill(store: RunStore, record, todo: list, data_dir=None, on_copy=None) -> tuple[list[Reused], list]:
+    """Copy a matching earlier run into each pending slot of `todo` ((variant, repeat, config)) that
+    has one; returns (the slots reused, the slots left to train). `record`'s runs are updated, not
+    saved. A copy that cannot be made (the source removed meanwhile, a full disk) leaves its slot to
+    be trained."""
+    candidates = sources(store, store.list_runs(clean=False), exclude=record.id)
+    if not any(_key(c) in candidates for _, _, c in todo):
+        return [], list(todo)
+    here = _here(data_dir)
+    reused, left, taken = [], [], set()
+    for vi, r, config in todo:
+        source = next((info for info in candidates.get(_key(config), [])
+                       if info.id not in taken and _matches(store, info, here)), None)
+        copy = None
+        if source is not None:
+            with contextlib.suppress(FmnistError, OSError):
+                copy = store.copy_run(Path(source.run_dir), config)
+        if copy is None:
+            left.append((vi, r, config))
+            continue
+        taken.add(source.id)   # two slots of one settings (a variant listed twice) get two runs
+        record.variants[vi].runs[r] = copy.name
+        reused.append(Reused(variant=vi, repeat=r, run_id=copy.name, source=store.read_record(copy).reused_from))
+        if on_copy:
+            on_copy(reused[-1])
+    return reused, left
+
+
+def _matches(store: RunStore, info: RunInfo, here: dict) -> bool:
+    """The run trained on the same data with the same libraries and device as this process would."""
+    record = info.record
+    if why_not(store, info) is not None:
+        return False
+    if str(record.data_dir) != here["data_dir"]:
+        return False
+    if setup(record.versions) != here["setup"](info.config.backend):
+        return False
+    return True
+
+
+def _here(data_dir) -> dict:
+    """The data folder runs would train on now, and (loaded at the first need: a backend takes a
+    second to import) the libraries and device they would train with."""
+    from . import backend, data
+
+    cache: dict = {}
+
+    def versions(name: str) -> dict:
+        if name not in cache:
+            try:
+                backend.configure(name)
+                cache[name] = setup(backend.describe())
+            except FmnistError:   # Keras runs on the other backend here: no runs of this one are reused
+                cache[name] = {"unavailable": True}
+        return cache[name]
+
+    return {"data_dir": str(data.load(data_dir).directory), "setup": versions}
