@@ -745,7 +745,7 @@ def compare(
 
       fmnist compare adam rmsprop --backend jax --epochs 20 --early-stopping 3
 
-      # widen a sweep: lr=0.01 and 0.1 are copied from the earlier comparison, 0.3 is trained
+      # widen a sweep: 0.01 and 0.1 are copied from the first, 0.3 is trained
       fmnist compare sgd adam --vary lr=0.01,0.1 --repeats 3
       fmnist compare sgd adam --vary lr=0.01,0.1,0.3 --repeats 3 --reuse
 

@@ -132,7 +132,7 @@ def test_a_missing_history_makes_the_variant_incomplete(runs_dir):
     csv_path = runs_dir.parent / "c.csv"
     assert invoke("compare", "--show", "latest", "--csv", csv_path).exit_code == 0
     rows = csv_path.read_text().splitlines()
-    assert rows[0].startswith("comparison,variant,epoch,n,of") and any(",adam,1,2,3," in r for r in rows)
+    assert rows[0].startswith("comparison,variant,optimizer,epoch,n,of") and any(",adam,adam,1,2,3," in r for r in rows)
 
 
 def test_resume_fills_a_broken_slot_and_trains_nothing_else(runs_dir, fake_engine):
@@ -257,7 +257,10 @@ def test_a_run_whose_files_cannot_be_written_leaves_no_folder(runs_dir, monkeypa
         return real(path, data, **kw)
 
     monkeypatch.setattr(store, "atomic_write_json", full)
-    assert_clean_error(invoke("train"), 1, "disk is full")
+    assert_clean_error(invoke("train", "--quiet"), 1, "disk is full")
+    # without --quiet, the line saying what is being trained comes first
+    lines = invoke("train").stderr.strip().splitlines()
+    assert lines[0].startswith("Training ") and lines[1].startswith("Error:") and len(lines) == 2, lines
     assert [p for p in runs_dir.iterdir() if not p.name.startswith(".")] == []
 
 
