@@ -405,13 +405,18 @@ def train(
     console = _consoles(json_out)
     plain = not console.is_terminal
     stop = training.StopFlag()
-    if not quiet:   # on stderr: stdout's lines stay the epochs', and `2>&1` puts it at the top of a log
+    what = f"Resuming {run_dir.name}" if run_dir else "Training"
+    header = f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)..."
+    if not quiet and not plain:
         # Before the live display starts: printed under it, the line would tear its first frame.
-        what = f"Resuming {run_dir.name}" if run_dir else "Training"
-        say(report.err, f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)...")
+        say(report.err, header)
     with stop.installed(), report.TrainDisplay(config.epochs, console, plain, quiet,
                                                     monitor=config.monitor) as display:
         on_event = live.wrap(display.on_event) if live else display.on_event
+        if not quiet and plain:
+            # On stderr, so stdout's lines stay the epochs' and `2>&1` puts it at the top of a log;
+            # at the first event, so that an error before training (no data, say) stands alone.
+            on_event = _first_saying(on_event, header)
         result = training.train(config, root, data_dir, on_event, stop, resume=run_dir)
     if live:
         live.finish()
@@ -427,6 +432,20 @@ def train(
         raise typer.Exit(130)
     if result.status == Status.DIVERGED or tb_failed:
         raise typer.Exit(1)
+
+
+def _first_saying(on_event, line: str):
+    """`on_event`, which says `line` on stderr before the first event."""
+    from . import report
+
+    said = []
+
+    def relay(event):
+        if not said:
+            said.append(True)
+            say(report.err, line)
+        on_event(event)
+    return relay
 
 
 @command()
