@@ -744,6 +744,7 @@ def compare(
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish comparison ID (or 'latest'): train only its missing runs.")] = None,
     reuse: Annotated[bool, typer.Option("--reuse", help="Copy finished runs of earlier comparisons with identical settings (and data, libraries and device) into this one instead of training them again: widen a sweep without training what it has.")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="A label for the comparison, part of its id: --show, --resume and report find it by it.")] = None,
     show: Annotated[Optional[str], typer.Option("--show", help="Show comparison ID (or 'latest') again, without training.")] = None,
     list_all: Annotated[bool, typer.Option("--list", help="List saved comparisons.")] = False,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
@@ -772,6 +773,10 @@ def compare(
       fmnist compare sgd rmsprop adam --repeats 3 --tensorboard tb
 
       fmnist compare sgd adam --repeats 5 --executor ray --address head:6379
+
+      # a name in its id, to find it by
+      fmnist compare adam rmsprop --vary lr=0.0003,0.001,0.003 --name lr-sweep
+      fmnist compare --show lr-sweep
 
       fmnist compare --show latest
     """
@@ -847,6 +852,9 @@ def compare(
                              "use a smaller --seed.")
         variants = cmp.expand(base, named, axes,
                               overrides=dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov))
+        from .store import check_name
+
+        name = check_name(name, "comparison")
     status, live = 0, None
     if show is None:
         # Everything that can fail fast does, before a comparison record exists.
@@ -861,7 +869,7 @@ def compare(
                 say(report.err, f"Connecting to {runner.where()}...")
             runner.connect()   # an unreachable cluster fails here, before a comparison record exists
         if resume is None:
-            record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:])
+            record = cmp.new_comparison(store, base, variants, repeats, sys.argv[1:], name)
         live = _tensorboard_live(store, logdir, record)
         labels = record.labels
         from . import training   # not before: it imports numpy, which --list and --show do not need

@@ -124,12 +124,12 @@ def _jsonable(settings: dict) -> dict:
 
 
 def new_comparison(store: RunStore, base: RunConfig, variants: list[dict], repeats: int,
-                   argv: list[str]) -> ComparisonRecord:
+                   argv: list[str], name: str | None = None) -> ComparisonRecord:
     record = ComparisonRecord(
         created=now(), argv=argv, base=base.to_dict(), repeats=repeats,
         variants=[VariantSpec(label=v["label"], settings=v["settings"], config=v["config"], runs=[None] * repeats)
                   for v in variants])
-    return store.new_comparison(record)
+    return store.new_comparison(record, name)
 
 
 def slots(record: ComparisonRecord) -> list[tuple[int, int, RunConfig]]:

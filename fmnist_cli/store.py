@@ -183,16 +183,16 @@ def now(timespec: str = "seconds") -> str:
     return dt.datetime.now().astimezone().isoformat(timespec=timespec)
 
 
-def check_name(name: str | None) -> str | None:
-    """Run names become part of a folder name, so they may hold no path separators or dots up front;
-    `latest` is taken: it names the newest finished run wherever a run is asked for."""
+def check_name(name: str | None, what: str = "run") -> str | None:
+    """Run and comparison names become part of a file or folder name, so they may hold no path
+    separators or dots up front; `latest` is taken: it names the newest one wherever one is asked for."""
     if name is None:
         return None
     if name.strip().lower() == "latest":
-        raise UsageError("The run name 'latest' is reserved (`latest` means the newest finished run); "
+        raise UsageError(f"The {what} name 'latest' is reserved (`latest` means the newest {what}); "
                          "choose another --name.")
     if not NAME_RE.match(name):
-        raise UsageError(f"Invalid run name {name!r}: use up to 64 letters, digits, '.', '_' or '-', "
+        raise UsageError(f"Invalid {what} name {name!r}: use up to 64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit.")
     return name
 
@@ -706,15 +706,16 @@ class RunStore:
         cdir = self.comparisons_dir
         return sorted(p.stem for p in cdir.glob("*.json") if not p.name.startswith(".")) if cdir.is_dir() else []
 
-    def new_comparison(self, record: ComparisonRecord) -> ComparisonRecord:
-        """Give the record a fresh id and write it, whole: the id is claimed by the write itself."""
+    def new_comparison(self, record: ComparisonRecord, name: str | None = None) -> ComparisonRecord:
+        """Give the record a fresh id (with `name` in it, else `cmp`) and write it, whole: the id is
+        claimed by the write itself."""
         cdir = self.comparisons_dir
         try:
             cdir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise storage_error(err, cdir) from None
         while True:
-            record.id = f"{time.strftime('%Y%m%d-%H%M%S')}-cmp-{secrets.token_hex(2)}"
+            record.id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name or 'cmp'}-{secrets.token_hex(2)}"
             try:
                 atomic_write_json(self._comparison_path(record.id), record.to_json(), exclusive=True)
                 return record

@@ -375,3 +375,14 @@ def test_evaluate_a_whole_comparison_on_the_test_split(runs_dir):
     text = invoke("evaluate", "-c", "latest", "--split", "test").stdout
     assert "on the test split" in text and "Skipped sgd (seed #1): it is missing." in " ".join(text.split())
     assert_clean_error(invoke("evaluate", adam["runs"][0]["run_id"], "-c", "latest"), 2, "--comparison")
+
+
+def test_a_named_comparison_is_found_by_its_name(runs_dir, fake_engine):
+    out = compare_json("sgd", "adam", "--epochs", "2", "--name", "lr-sweep")
+    assert "-lr-sweep-" in out["comparison_id"]
+    assert compare_json("--show", "lr-sweep")["comparison_id"] == out["comparison_id"]
+    listed = json.loads(invoke("compare", "--list", "--json").stdout)
+    assert [c["id"] for c in listed] == [out["comparison_id"]]
+    assert_clean_error(invoke("compare", "sgd", "--name", "a/b"), 2, "Invalid comparison name 'a/b'")
+    assert_clean_error(invoke("compare", "sgd", "--name", "latest"), 2, "The comparison name 'latest' is reserved")
+    assert_clean_error(invoke("compare", "--resume", "lr-sweep", "--name", "x"), 2, "--name")
