@@ -95,6 +95,10 @@ def assert_clean_error(result, code: int | None = 2, *contains: str, max_sentenc
         assert rc == code, f"exit {rc}, expected {code}:\n{out}\n{err}"
     assert "Traceback" not in out + err, out + err
     message = err.strip()
+    # an error after training started follows the line that said what was being trained
+    first, _, rest = message.partition("\n")
+    if re.match(r"(Training|Resuming) .* engine\)\.\.\.$", first):
+        message = rest.strip()
     assert message, f"nothing on stderr (stdout: {out!r})"
     assert message.startswith("Error:"), message
     assert "Unexpected error" not in message, message
