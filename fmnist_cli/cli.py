@@ -78,7 +78,11 @@ class _Common:
     def get_params(self, ctx):
         help_option = self.get_help_option(ctx)
         own = [p for p in super().get_params(ctx) if p is not help_option]
-        return [*own, _debug_option(), *([help_option] if help_option is not None else [])]
+        params = [*own, _debug_option(), *([help_option] if help_option is not None else [])]
+        for param in params:   # Typer's help gives a flag the metavar <bool>, as if it took a value
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
 
     def parse_args(self, ctx, args):
         _refuse_repeated(self, ctx, args)
@@ -267,28 +271,28 @@ def main_options(
 
 # --- options shared by train, compare and summary ------------------------------------------------
 
-Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated: 100 or 300,100.")]
-Activation = Annotated[str, typer.Option("--activation", "-a", help=f"Hidden activation: {', '.join(ACTIVATIONS)}.")]
-Dropout = Annotated[float, typer.Option("--dropout", help="Dropout rate after each hidden layer (0 = none).")]
-Optimizer = Annotated[str, typer.Option("--optimizer", "-o", help=f"{', '.join(OPTIMIZERS)}; settings may follow, e.g. sgd:lr=0.1.")]
-LearningRate = Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="Override the optimizer's learning rate (default: Keras's).")]
-Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum (sgd, momentum, nesterov).")]
-Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (SGD family).", show_default=False)]
-Epochs = Annotated[int, typer.Option("--epochs", "-e", help="Training epochs.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for initial weights, dropout and batch order.")]
-ValSize = Annotated[float, typer.Option("--val-size", help="Fraction of the 60,000 training images held out for validation.")]
-SplitSeed = Annotated[int, typer.Option("--split-seed", help="random_state of the validation split.")]
-Limit = Annotated[Optional[int], typer.Option("--limit", help="Use a stratified subset of N training images (for quick runs).")]
-EarlyStopping = Annotated[Optional[int], typer.Option("--early-stopping", help="Stop after N epochs without a better --monitor value (Keras's EarlyStopping rule); keep the best epoch's weights.")]
-Monitor = Annotated[str, typer.Option("--monitor", help="What the best epoch is, and what --early-stopping watches: val_loss (lowest; Keras's default and the book's), val_accuracy (highest), loss or accuracy.")]
-Backend = Annotated[Optional[str], typer.Option("--backend", help="Keras backend: tensorflow (default) or jax. Also $FMNIST_BACKEND.")]
-Engine = Annotated[str, typer.Option("--engine", help="auto (= fused: XLA-compiled epochs, on either backend) or fit (Keras's model.fit).")]
-RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs are saved (default ./runs or $FMNIST_RUNS_DIR).")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST files, .gz or uncompressed (default: $FMNIST_DATA_DIR, else Keras's cache, else the Debian package dataset-fashion-mnist's folder).")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; everything else goes to stderr.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
-TensorBoard = Annotated[Optional[Path], typer.Option("--tensorboard", metavar="DIR", help="Also write TensorBoard logs to DIR, epoch by epoch (a comparison's runs with HParams); view with `tensorboard --logdir DIR`.")]
+Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated: 100 or 300,100.", rich_help_panel="Model")]
+Activation = Annotated[str, typer.Option("--activation", "-a", help=f"Hidden activation: {', '.join(ACTIVATIONS)}.", rich_help_panel="Model")]
+Dropout = Annotated[float, typer.Option("--dropout", help="Dropout rate after each hidden layer (0 = none).", rich_help_panel="Model")]
+Optimizer = Annotated[str, typer.Option("--optimizer", "-o", help=f"{', '.join(OPTIMIZERS)}; settings may follow, e.g. sgd:lr=0.1.", rich_help_panel="Optimizer")]
+LearningRate = Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="Override the optimizer's learning rate (default: Keras's).", rich_help_panel="Optimizer")]
+Momentum = Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum (sgd, momentum, nesterov).", rich_help_panel="Optimizer")]
+Nesterov = Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum (SGD family).", show_default=False, rich_help_panel="Optimizer")]
+Epochs = Annotated[int, typer.Option("--epochs", "-e", help="Training epochs.", rich_help_panel="Training")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.", rich_help_panel="Training")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for initial weights, dropout and batch order.", rich_help_panel="Training")]
+ValSize = Annotated[float, typer.Option("--val-size", help="Fraction of the 60,000 training images held out for validation.", rich_help_panel="Training")]
+SplitSeed = Annotated[int, typer.Option("--split-seed", help="random_state of the validation split.", rich_help_panel="Training")]
+Limit = Annotated[Optional[int], typer.Option("--limit", help="Use a stratified subset of N training images (for quick runs).", rich_help_panel="Training")]
+EarlyStopping = Annotated[Optional[int], typer.Option("--early-stopping", help="Stop after N epochs without a better --monitor value (Keras's EarlyStopping rule); keep the best epoch's weights.", rich_help_panel="Training")]
+Monitor = Annotated[str, typer.Option("--monitor", help="What the best epoch is, and what --early-stopping watches: val_loss (lowest; Keras's default and the book's), val_accuracy (highest), loss or accuracy.", rich_help_panel="Training")]
+Backend = Annotated[Optional[str], typer.Option("--backend", help="Keras backend: tensorflow (default) or jax. Also $FMNIST_BACKEND.", rich_help_panel="Backend")]
+Engine = Annotated[str, typer.Option("--engine", help="auto (= fused: XLA-compiled epochs, on either backend) or fit (Keras's model.fit).", rich_help_panel="Backend")]
+RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs are saved (default ./runs or $FMNIST_RUNS_DIR).", rich_help_panel="Files and output")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the four Fashion-MNIST files, .gz or uncompressed (default: $FMNIST_DATA_DIR, else Keras's cache, else the Debian package dataset-fashion-mnist's folder).", rich_help_panel="Files and output")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; everything else goes to stderr.", rich_help_panel="Files and output")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.", rich_help_panel="Files and output")]
+TensorBoard = Annotated[Optional[Path], typer.Option("--tensorboard", metavar="DIR", help="Also write TensorBoard logs to DIR, epoch by epoch (a comparison's runs with HParams); view with `tensorboard --logdir DIR`.", rich_help_panel="Files and output")]
 
 
 def make_config(*, hidden="100", activation="relu", dropout=0.0, optimizer="rmsprop", learning_rate=None,
@@ -674,7 +678,7 @@ def list_runs(
 
 @command("rm", group=runs_app)
 def remove_runs(
-    run_ids: Annotated[Optional[list[str]], typer.Argument(help="Runs to remove: ids, unique parts of ids, or 'latest'.", show_default=False)] = None,
+    run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="RUN", help="Runs to remove: ids, unique parts of ids, or 'latest'.", show_default=False)] = None,
     broken: Annotated[bool, typer.Option("--broken", help="Also remove every broken run and comparison, and leftovers of interrupted saves.")] = False,
     comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Remove this comparison and all its runs.")] = None,
     status: Annotated[Optional[str], typer.Option("--status", help="Also remove every run of these statuses, comma-separated: interrupted, crashed, failed, diverged, completed, broken.", show_default=False)] = None,
@@ -726,25 +730,25 @@ def remove_runs(
 @command()
 def compare(
     ctx: typer.Context,
-    optimizers: Annotated[Optional[list[str]], typer.Argument(help="Optimizers to compare, e.g. sgd momentum adam 'sgd:lr=0.1'.", show_default=False)] = None,
-    vary: Annotated[Optional[list[str]], typer.Option("--vary", metavar="NAME=A,B", help="Another setting to compare, as NAME=A,B: activation, hidden (e.g. hidden=100,300-100), dropout, lr, batch_size or optimizer. Repeatable; the full grid is trained.")] = None,
-    repeats: Annotated[int, typer.Option("--repeats", "-r", help="Seeds per variant (seed, seed+1, ...); figures become mean ± std.")] = 1,
+    optimizers: Annotated[Optional[list[str]], typer.Argument(metavar="OPTIMIZER", help="Optimizers to compare, e.g. sgd momentum adam 'sgd:lr=0.1'.", show_default=False)] = None,
+    vary: Annotated[Optional[list[str]], typer.Option("--vary", metavar="NAME=A,B", help="Another setting to compare, as NAME=A,B: activation, hidden (e.g. hidden=100,300-100), dropout, lr, batch_size or optimizer. Repeatable; the full grid is trained.", rich_help_panel="Comparison")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", "-r", help="Seeds per variant (seed, seed+1, ...); figures become mean ± std.", rich_help_panel="Comparison")] = 1,
     hidden: Hidden = "100", activation: Activation = "relu", dropout: Dropout = 0.0,
     optimizer: Optimizer = "rmsprop", learning_rate: LearningRate = None, momentum: Momentum = None,
     nesterov: Nesterov = None, epochs: Epochs = 5,
     batch_size: BatchSize = 32, seed: Seed = 42, val_size: ValSize = 0.2, split_seed: SplitSeed = 42,
     limit: Limit = None, early_stopping: EarlyStopping = None, monitor: Monitor = "val_loss",
     backend: Backend = None, engine: Engine = "auto",
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Train up to N units (groups of runs) at once, in separate processes. Default: $FMNIST_JOBS, else one per CPU core; units are fixed before dispatch, so the numbers never depend on N.", show_default=False)] = None,
-    executor: Annotated[str, typer.Option("--executor", help="Where units train: local (this machine) or ray (a Ray cluster; pip install 'fmnist-cli\\[ray]').")] = "local",
-    address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster's HOST:PORT (default $RAY_ADDRESS; neither: a local Ray instance).")] = None,
-    cpus_per_unit: Annotated[float, typer.Option("--cpus-per-unit", help="With --executor ray: CPUs Ray reserves for each unit.")] = 1.0,
-    gpus_per_unit: Annotated[float, typer.Option("--gpus-per-unit", help="With --executor ray: GPUs Ray reserves for each unit.")] = 0.0,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write learning curves to this PNG file.")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Train up to N units (groups of runs) at once, in separate processes. Default: $FMNIST_JOBS, else one per CPU core; units are fixed before dispatch, so the numbers never depend on N.", show_default=False, rich_help_panel="Execution")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where units train: local (this machine) or ray (a Ray cluster; pip install 'fmnist-cli\\[ray]').", rich_help_panel="Execution")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster's HOST:PORT (default $RAY_ADDRESS; neither: a local Ray instance).", rich_help_panel="Execution")] = None,
+    cpus_per_unit: Annotated[float, typer.Option("--cpus-per-unit", help="With --executor ray: CPUs Ray reserves for each unit.", rich_help_panel="Execution")] = 1.0,
+    gpus_per_unit: Annotated[float, typer.Option("--gpus-per-unit", help="With --executor ray: GPUs Ray reserves for each unit.", rich_help_panel="Execution")] = 0.0,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write learning curves to this PNG file.", rich_help_panel="Files and output")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per variant per epoch to this CSV file.", rich_help_panel="Files and output")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish comparison ID (or 'latest'): train only its missing runs.")] = None,
-    reuse: Annotated[bool, typer.Option("--reuse", help="Copy finished runs of earlier comparisons with identical settings (and data, libraries and device) into this one instead of training them again: widen a sweep without training what it has.")] = False,
-    name: Annotated[Optional[str], typer.Option("--name", help="A label for the comparison, part of its id: --show, --resume and report find it by it.")] = None,
+    reuse: Annotated[bool, typer.Option("--reuse", help="Copy finished runs of earlier comparisons with identical settings (and data, libraries and device) into this one instead of training them again: widen a sweep without training what it has.", rich_help_panel="Comparison")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="A label for the comparison, part of its id: --show, --resume and report find it by it.", rich_help_panel="Comparison")] = None,
     show: Annotated[Optional[str], typer.Option("--show", help="Show comparison ID (or 'latest') again, without training.")] = None,
     list_all: Annotated[bool, typer.Option("--list", help="List saved comparisons.")] = False,
     runs_dir: RunsDir = None, data_dir: DataDir = None, json_out: Json = False, quiet: Quiet = False,
