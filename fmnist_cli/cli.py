@@ -658,7 +658,7 @@ def list_runs(
     statuses, conditions = runfilter.parse_statuses(status), runfilter.parse_where(where)
     order = runfilter.parse_sort(sort)
     if limit is not None and limit < 1:
-        raise UsageError("--last must be at least 1.")
+        raise UsageError("--last (-n) must be at least 1.")
     store = RunStore.at(runs_dir)
     if comparison:
         comparison = store.resolve_comparison(comparison)   # accepts `latest` and parts of ids

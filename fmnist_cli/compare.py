@@ -36,7 +36,7 @@ def parse_vary(items: list[str]) -> dict[str, list]:
             raise UsageError(f"Cannot read --vary {item!r}: use KEY=V1,V2 with KEY one of "
                              "activation, hidden, dropout, lr, batch_size, optimizer "
                              "(e.g. --vary activation=sigmoid,relu --vary hidden=100,300-100).")
-        key = VARY_KEYS[key]
+        typed, key = key, VARY_KEYS[key]   # messages name the key as typed: lr, not learning_rate
         parsed = []
         for raw in (v.strip() for v in values.split(",")):
             if key == "activation":
@@ -53,7 +53,7 @@ def parse_vary(items: list[str]) -> dict[str, list]:
                 try:
                     parsed.append(float(raw))
                 except ValueError:
-                    raise UsageError(f"--vary {key} takes numbers, not {raw!r}.") from None
+                    raise UsageError(f"--vary {typed} takes numbers, not {raw!r}.") from None
         axes.setdefault(key, [])
         axes[key] += [v for v in parsed if v not in axes[key]]
     return axes
@@ -348,10 +348,14 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
     # The base without what the variants set: `compare sgd adam`'s base optimizer is the default
     # (rmsprop), which no variant trained with; printed, it read as if one had.
     varied = sorted({key for v in record.variants for key in v.settings})
-    base = {k: v for k, v in record.base.items() if k not in varied}
-    return ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
-                             base=base, varied=varied, monitor=monitor, variants=variants, best_variant=best,
-                             status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)
+    # nor a run's place (name, comparison, variant, repeat), always null in a base
+    base = {k: v for k, v in record.base.items() if k not in varied and k not in ("name", "comparison", "variant", "repeat")}
+    summary = ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
+                                base=base, varied=varied, monitor=monitor, variants=variants, best_variant=best,
+                                status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)
+    for v, values in zip(summary.variants, setting_columns(summary).values()):
+        v.values = values
+    return summary
 
 
 def monitor_of(record: ComparisonRecord) -> str:
@@ -428,14 +432,39 @@ def setting_columns(summary: ComparisonSummary) -> dict[str, dict]:
             value = v.settings.get(key)
             if key == "optimizer" and isinstance(value, dict):
                 out[v.label]["optimizer"] = value.get("name")
+                spec = _spec(value)
+                # what each trained with, Keras's defaults and the names' own momentum included
+                effective = {"learning_rate": spec.rate if spec else None,
+                             "momentum": _momentum(spec), "nesterov": _nesterov(spec)}
                 for field in ("learning_rate", "momentum", "nesterov"):
                     if any((u.settings.get(key) or {}).get(field) is not None for u in summary.variants):
-                        out[v.label]["lr" if field == "learning_rate" else field] = value.get(field)
+                        out[v.label]["lr" if field == "learning_rate" else field] = effective[field]
             elif key == "hidden" and isinstance(value, list):
                 out[v.label][key] = "-".join(map(str, value))
             else:
                 out[v.label][key] = value
     return out
+
+
+def _spec(value: dict):
+    from .config import OptimizerSpec
+
+    try:
+        return OptimizerSpec(**value)
+    except TypeError:   # a hand-edited record
+        return None
+
+
+def _momentum(spec) -> float | None:
+    if spec is None or spec.keras_class != "SGD":
+        return None
+    return spec.keras_kwargs().get("momentum", 0.0)
+
+
+def _nesterov(spec) -> bool | None:
+    if spec is None or spec.keras_class != "SGD":
+        return None
+    return bool(spec.keras_kwargs().get("nesterov", False))
 
 
 def csv_rows(summary: ComparisonSummary) -> list[dict]:
@@ -445,7 +474,7 @@ def csv_rows(summary: ComparisonSummary) -> list[dict]:
     settings = setting_columns(summary)
     for v in summary.variants:
         agg = v.aggregate
-        head = {"comparison": summary.comparison_id, "variant": v.label, **settings[v.label]}
+        head = {"comparison": summary.comparison_id, "variant": v.label, **settings[v.label], "status": v.status.value}
         tail = {"best_val_accuracy_mean": agg["best_val_accuracy"]["mean"],
                 "best_val_accuracy_std": agg["best_val_accuracy"]["std"], "best_epoch_mean": agg["best_epoch"]["mean"]}
         if not agg["epochs"]:   # no seed has figures yet: one row, so the variant still shows
@@ -467,7 +496,7 @@ def write_csv(summary: ComparisonSummary, path: Path) -> None:
 
     buf = io.StringIO()
     varied = list(next(iter(setting_columns(summary).values()), {}))
-    fields = (["comparison", "variant", *varied, "epoch", "n", "of"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    fields = (["comparison", "variant", *varied, "status", "epoch", "n", "of"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
               + ["best_val_accuracy_mean", "best_val_accuracy_std", "best_epoch_mean"])
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()

@@ -34,6 +34,9 @@ OPTIMIZERS: dict[str, tuple[str, dict]] = {
     "nadam": ("Nadam", {}),
 }
 
+# Keras's own default learning rates where not 0.001 (Adam, RMSprop, Adagrad, AdamW, Nadam).
+KERAS_DEFAULT_LR = {"SGD": 0.01}
+
 TRAIN_IMAGES = 60_000
 # Weights, gradients and two optimizer slots in float32: 100M parameters is about 1.6 GB.
 MAX_PARAMS = 100_000_000
@@ -55,6 +58,13 @@ class OptimizerSpec:
     @property
     def keras_class(self) -> str:
         return OPTIMIZERS[self.name][0]
+
+    @property
+    def rate(self) -> float:
+        """The learning rate it trains with: its own, else Keras's default (0.01 for SGD, else 0.001)."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return KERAS_DEFAULT_LR.get(self.keras_class, 0.001)
 
     def keras_kwargs(self) -> dict:
         """Arguments for the Keras optimizer class: fixed ones of the name, then the overrides."""

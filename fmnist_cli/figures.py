@@ -146,7 +146,9 @@ def _sweep_panel(ax, summary, key: str) -> None:
     varied settings (adam, sgd, ...): where a sweep peaks, and whether its neighbours are within the
     seeds' spread."""
     from .compare import setting_columns
+    from .records import Status
 
+    plt = _pyplot()
     columns = setting_columns(summary)
     lines: dict[str, list] = {}
     missing: dict[str, list] = {}   # values without figures (every seed diverged, say): in the legend
@@ -159,23 +161,36 @@ def _sweep_panel(ax, summary, key: str) -> None:
         if mean is None:
             missing.setdefault(rest, []).append(f"{key}={x:g} {v.status}")
             continue
-        lines.setdefault(rest, []).append((x, mean, std or 0.0))
-    for i, (label, points) in enumerate(sorted(lines.items())):
-        points.sort()
-        xs, means, stds = zip(*points)
+        if v.status != Status.COMPLETED:   # a mean over the seeds that have figures: said, and hollow
+            missing.setdefault(rest, []).append(f"{key}={x:g} {v.n} of {v.of} seeds")
+        lines.setdefault(rest, []).append((x, mean, std or 0.0, v.status == Status.COMPLETED))
+    # colours of their own: C0, C1, ... are the variants' in the curves above
+    colors = plt.get_cmap("Dark2").colors
+    for i, label in enumerate(sorted(set(lines) | set(missing))):
         gone = f" ({', '.join(missing[label])})" if label in missing else ""
+        text = (label + gone).strip() or None
+        color = colors[i % len(colors)]
+        if label not in lines:   # every value without figures (all diverged): named in the legend
+            ax.plot([], [], marker="x", linestyle="none", color=color, label=text)
+            continue
+        points = sorted(lines[label])
+        xs, means, stds, whole = zip(*points)
         ax.errorbar(xs, means, yerr=stds if summary.repeats > 1 else None, marker="o", markersize=4,
-                    capsize=3, color=f"C{i % 10}", label=(label + gone).strip() or None)
+                    capsize=3, color=color, label=text)
+        hollow = [(x, m) for x, m, _, w in points if not w]
+        if hollow:
+            ax.plot(*zip(*hollow), marker="o", markersize=7, linestyle="none", markerfacecolor="white",
+                    markeredgecolor=color)
     if NUMERIC[key]:
         ax.set_xscale("log")
-    values = sorted({x for points in lines.values() for x, _, _ in points})
+    values = sorted({p[0] for points in lines.values() for p in points})
     ax.set_xticks(values, [f"{x:g}" for x in values])   # the values swept, not the scale's decades
     ax.minorticks_off()
     ax.set_xlabel(key)
     ax.set_ylabel("best val accuracy")
     ax.set_title(f"best val accuracy against {key}" + (" (mean ± std over seeds)" if summary.repeats > 1 else ""))
     ax.grid(alpha=0.3)
-    if any(lines):
+    if lines or missing:
         ax.legend(fontsize=8)
 
 

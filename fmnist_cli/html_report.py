@@ -368,7 +368,7 @@ def comparison_page(store: RunStore, cid: str) -> str:
     over = f"mean ± std over {n} seeds (sample std)" if n > 1 else "one seed per variant"
     body += (f"<p class=note>Final epoch figures, {over}. Best val accuracy is the val accuracy at each run's best "
              f"epoch ({esc(monitor_phrase(monitor))}); seconds per epoch leave the compiling first epoch out"
-             + (", and runs copied from earlier comparisons (--reuse)" if any(r.reused_from for v in summary.variants
+             + (", and runs copied from earlier runs (--reuse)" if any(r.reused_from for v in summary.variants
                                                                           for r in v.runs) else "") + ".")
     if summary.best_variant:
         body += f' <span class="star">★</span> best: <b>{esc(summary.best_variant)}</b> (highest mean best val accuracy).'

@@ -524,6 +524,7 @@ class VariantSummary(Record):
     of: int           # seeds asked for
     aggregate: dict   # per_epoch, final, best_val_accuracy, best_epoch, seconds_per_epoch (mean/std/n)
     train_command: str | None = None   # `fmnist train ...` for this variant alone (its first seed)
+    values: dict | None = None         # its varied settings, flat, as the CSV's columns: {"optimizer": "adam", "lr": 0.01}
 
     def gap(self) -> str:
         """What an incomplete variant lacks, for "Incomplete: ...": its finished runs of those asked

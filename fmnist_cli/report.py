@@ -515,7 +515,7 @@ def comparison_list(records, summaries: dict, console: Console) -> None:
         best = f"  best: {summary.best_variant}" if summary.best_variant else ""
         line = Text.assemble(f"{c.id}  ", (summary.status.value, COLORS.get(summary.status, "white")),
                              f"  repeats {c.repeats}  {', '.join(c.labels)}  ({c.shared()}){best}")
-        console.print(line, highlight=False)
+        say(console, line)   # one line each, never hard-wrapped: a pipe (grep) gets it whole
 
 
 def tensorboard_export(result, console: Console) -> None:
@@ -681,8 +681,8 @@ class CompareDisplay(LiveDisplay):
 
 
 def reused_line(plan: Plan) -> str:
-    """`Reused 4 of 6 runs from earlier comparisons (identical settings); training 2.`"""
-    return (f"Reused {plan.reused} of {plan.slots} run(s) from earlier comparisons (identical settings); "
+    """`Reused 4 of 6 run(s): copies of earlier runs with identical settings; training 2.`"""
+    return (f"Reused {plan.reused} of {plan.slots} run(s): copies of earlier runs with identical settings; "
             f"training {plan.runs}.")
 
 

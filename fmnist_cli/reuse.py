@@ -10,12 +10,13 @@ depend on its family). It must also be completed with a model the store can open
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
 from .errors import FmnistError
-from .records import RunInfo, Status
+from .records import FINISHED, RunInfo, Status
 from .store import RunStore, in_comparison
 
 # Labels of a run within a comparison: they say where it belongs, not how it was trained.
@@ -53,21 +54,26 @@ def setup(versions: dict | None) -> dict:
 
 def why_not(store: RunStore, info: RunInfo) -> str | None:
     """Why a run cannot stand in for another (one clause), or None when it can, settings apart."""
-    if info.status != Status.COMPLETED:
+    if info.status not in FINISHED:   # a diverged run is a result too: the same seed diverges again
         return f"it is {info.status}"
     if info.config is None or info.record is None:
         return "its files are unusable"
     record = info.record
+    if record.resumed_from:
+        # `fit` starts its shuffles and dropout afresh on a resume, and a resume records the
+        # resuming session's vmapping: only runs trained in one go are known to match
+        return "it was resumed from a checkpoint"
     if record.vmapped and record.vmapped > 1:
         return "it was stepped in a vmapped family, whose numbers depend on the family"
     device = str((record.versions or {}).get("device", ""))
     if record.vmapped is None and record.engine == "fused" and info.config.backend == "jax" \
             and (record.group_size or 1) > 1 and not device.startswith("cpu"):
         return "it was trained before fmnist recorded vmapping, on a device that vmaps by default"
-    try:
-        store.check_model(Path(info.run_dir))
-    except FmnistError as err:
-        return str(err).rstrip(".")
+    if info.status == Status.COMPLETED:   # a diverged run may have no model: its history is the result
+        try:
+            store.check_model(Path(info.run_dir))
+        except FmnistError as err:
+            return str(err).rstrip(".")
     return None
 
 
@@ -117,7 +123,10 @@ def _matches(store: RunStore, info: RunInfo, here: dict) -> bool:
         return False
     if str(record.data_dir) != here["data_dir"]:
         return False
-    if setup(record.versions) != here["setup"](info.config.backend):
+    now = here["setup"](info.config.backend)
+    if now.get("vmaps") and info.config.resolved_engine == "fused":
+        return False
+    if setup(record.versions) != {k: v for k, v in now.items() if k != "vmaps"}:
         return False
     return True
 
@@ -131,9 +140,19 @@ def _here(data_dir) -> dict:
 
     def versions(name: str) -> dict:
         if name not in cache:
+            # The driver looks at the device only: it must not take the GPU memory its workers need
+            # (JAX takes 75% up front, TensorFlow all of it).
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+            os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
             try:
                 backend.configure(name)
                 cache[name] = setup(backend.describe())
+                if name == "jax":
+                    from .engines.fused import vmap_min
+
+                    # where seeds train as vmapped families (a GPU, $FMNIST_VMAP_MIN), a slot's numbers
+                    # depend on its family: no lone run stands in for it
+                    cache[name]["vmaps"] = vmap_min() < 10**9
             except FmnistError:   # Keras runs on the other backend here: no runs of this one are reused
                 cache[name] = {"unavailable": True}
         return cache[name]

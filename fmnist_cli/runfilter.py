@@ -7,19 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .config import BACKEND_SHORT, parse_activation, parse_hidden, parse_monitor
+from .config import BACKEND_SHORT, BACKENDS, parse_activation, parse_hidden, parse_monitor, parse_optimizer
 from .errors import UsageError
 from .records import Status
-
-# Keras's own default learning rates, for `--where lr=0.01` on a run that left its optimizer's default.
-KERAS_DEFAULT_LR = {"SGD": 0.01}
-KERAS_OTHER_LR = 0.001
-
-
-def _lr(config) -> float:
-    spec = config.optimizer
-    return spec.learning_rate if spec.learning_rate is not None else KERAS_DEFAULT_LR.get(spec.keras_class, KERAS_OTHER_LR)
-
 
 def _whole(text: str) -> int | None:
     if text.lower() == "none":
@@ -38,21 +28,37 @@ def _number(text: str) -> float:
 
 def _hidden(text: str) -> tuple[int, ...]:
     try:
-        return parse_hidden(text.replace("-", ","))
+        return parse_hidden(text.replace("-", ",").replace("x", ","))   # as --vary reads it
     except UsageError:
         raise ValueError("layer sizes such as 100 or 300-100 (commas separate values)") from None
 
 
 def _backend(text: str) -> str:
     names = {short: full for full, short in BACKEND_SHORT.items()}
-    return names.get(text.lower(), text.lower())
+    name = names.get(text.lower(), text.lower())
+    if name not in BACKENDS:
+        raise ValueError(f"one of {', '.join(BACKENDS)} (or tf)")
+    return name
+
+
+def _engine(text: str) -> str:
+    name = "fused" if text.lower() == "auto" else text.lower()   # `auto` is the fused engine
+    if name not in ("fused", "fit"):
+        raise ValueError("fused (or auto) or fit")
+    return name
+
+
+def _optimizer(text: str) -> str:
+    """A name (`adam`) or a whole spec (`sgd:lr=0.1`), written as the run's label writes it."""
+    spec = parse_optimizer(text)   # its UsageError names the optimizers
+    return spec.label() if ":" in text else spec.name
 
 
 # key -> (what a run's config has, how a typed value becomes comparable). The optimizer matches by its
 # name (`adam`) or its whole label (`sgd:lr=0.1`); lr by the rate the run trained with, defaults included.
 KEYS: dict[str, tuple[Callable[[Any], Any], Callable[[str], Any]]] = {
-    "optimizer": (lambda c: {c.optimizer.name, c.optimizer.label()}, str.lower),
-    "lr": (_lr, _number),
+    "optimizer": (lambda c: {c.optimizer.name, c.optimizer.label()}, _optimizer),
+    "lr": (lambda c: c.optimizer.rate, _number),
     "hidden": (lambda c: tuple(c.hidden), _hidden),
     "activation": (lambda c: c.activation, parse_activation),
     "dropout": (lambda c: float(c.dropout), _number),
@@ -63,7 +69,7 @@ KEYS: dict[str, tuple[Callable[[Any], Any], Callable[[str], Any]]] = {
     "early_stopping": (lambda c: c.early_stopping, _whole),
     "monitor": (lambda c: c.monitor, parse_monitor),
     "backend": (lambda c: c.backend, _backend),
-    "engine": (lambda c: c.engine, str.lower),
+    "engine": (lambda c: c.resolved_engine, _engine),
     "val_size": (lambda c: float(c.val_size), _number),
     "split_seed": (lambda c: c.split_seed, _whole),
     "name": (lambda c: c.name, str),
@@ -99,6 +105,21 @@ class Condition:
         return have in self.values
 
 
+def _values(key: str, raw: str) -> list[str]:
+    """The comma-separated values; an optimizer spec's own settings (`sgd:lr=0.1,momentum=0.9`) stay
+    with their spec."""
+    parts = [p.strip() for p in raw.split(",")]
+    if key != "optimizer":
+        return parts
+    out: list[str] = []
+    for part in parts:
+        if out and "=" in part and ":" not in part and ":" in out[-1]:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
 def parse_where(items: list[str] | None) -> list[Condition]:
     """`--where optimizer=sgd,adam --where epochs=20`: every condition holds; within one, any value."""
     out = []
@@ -112,7 +133,7 @@ def parse_where(items: list[str] | None) -> list[Condition]:
             raise UsageError(f"Unknown setting {key!r} for --where; choose from {', '.join(KEYS)}.")
         parse = KEYS[key][1]
         values = []
-        for part in (p.strip() for p in raw.split(",")):   # as in --vary: hidden=100,300-100
+        for part in _values(key, raw):   # as in --vary: hidden=100,300-100
             try:
                 values.append(parse(part))
             except ValueError as e:

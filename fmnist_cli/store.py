@@ -220,6 +220,10 @@ def _stale(path: Path) -> bool:
         return False
 
 
+# date-time-NAME-xxxx: runs and comparisons alike (NAME is a --name, or optimizer-activation, or cmp)
+_ID_NAME = re.compile(r"^\d{8}-\d{6}-(.+)-[0-9a-f]{4}$")
+
+
 def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str, plural: str | None = None) -> str:
     """Runs and comparisons resolve alike: an exact id, else a unique prefix or suffix, else any unique
     part of the id (a run's name, a time). `kind` is "run" or "comparison"."""
@@ -228,11 +232,15 @@ def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str, plur
         raise RunNotFound(f"The {kind} id is empty; see `{listing}` for the ids.")
     if ref in names:
         return ref
-    matches = [n for n in names if n.startswith(ref) or n.endswith(ref)] or [n for n in names if ref in n]
+    # a --name whole (`lr-sweep`) before parts of ids: it is also part of `lr-sweep-wide`'s id
+    named = [n for n in names if _ID_NAME.match(n) and _ID_NAME.match(n).group(1) == ref]
+    matches = (named or [n for n in names if n.startswith(ref) or n.endswith(ref)]
+               or [n for n in names if ref in n])
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise RunNotFound(f"{ref!r} matches {len(matches)} {plural or kind + 's'}; give more of the id "
+        some = ", ".join(sorted(matches)[:3]) + (", ..." if len(matches) > 3 else "")
+        raise RunNotFound(f"{ref!r} matches {len(matches)} {plural or kind + 's'} ({some}); give more of the id "
                           f"(see `{listing}`).")
     raise RunNotFound(f"No {kind} {ref!r}; see `{listing}` for the ids, or pass --runs-dir.")
 
@@ -302,6 +310,8 @@ class RunStore:
                 if record.broken:
                     raise BrokenRecord(f"Run {source.name} cannot be copied ({record.broken}).")
                 for name in ("history.json", "model.keras"):
+                    if name == "model.keras" and record.status == Status.DIVERGED and not (source / name).exists():
+                        continue   # a run that diverged in its first epoch has its history alone
                     shutil.copyfile(source / name, staging / name)
                     with open(staging / name, "rb+") as fh:
                         os.fsync(fh.fileno())

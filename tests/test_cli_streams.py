@@ -99,6 +99,10 @@ def test_messages_in_a_pipe_are_not_hard_wrapped(tmp_path):
     assert lines[0].startswith("Training 100 relu rmsprop e2 b32 on tensorflow"), lines
     proc = shell("$FMNIST train --epochs 2 2>/dev/null | cat", fake=True, env=env)
     assert proc.returncode == 0 and not proc.stdout.startswith("Training"), proc.stdout
+    # compare --list: a line per comparison, for grep
+    proc = shell("$FMNIST compare sgd adam --epochs 2 --name a-long-name-for-a-sweep -q >/dev/null && "
+                 "$FMNIST compare --list | cat", fake=True, env=env)
+    assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 1, proc.stdout
 
 
 # --- 11. a home folder that does not exist ------------------------------------------------------------

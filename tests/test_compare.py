@@ -33,10 +33,16 @@ def test_csv_has_a_column_per_varied_setting(tmp_path, fake_engine):
     table = tmp_path / "sweep.csv"
     compare_json("sgd", "adam", "--vary", "lr=0.01,0.1", "--vary", "hidden=32,64-32", "--epochs", "2", "--csv", table)
     rows = list(csv.DictReader(table.open()))
-    assert list(rows[0])[:6] == ["comparison", "variant", "hidden", "optimizer", "lr", "epoch"]
+    assert list(rows[0])[:7] == ["comparison", "variant", "hidden", "optimizer", "lr", "status", "epoch"]
     got = {(r["optimizer"], float(r["lr"]), r["hidden"]) for r in rows}
     assert got == {(o, lr, h) for o in ("sgd", "adam") for lr in (0.01, 0.1) for h in ("32", "64-32")}
-    assert len(rows) == 8 * 2
+    assert len(rows) == 8 * 2 and {r["status"] for r in rows} == {"completed"}
+    # what each trained with: a default rate is Keras's, a name's own momentum is its momentum
+    out = compare_json("sgd", "momentum", "adam", "sgd:lr=0.1,momentum=0.5", "--epochs", "2")
+    assert [v["values"] for v in out["variants"]] == [
+        {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0}, {"optimizer": "momentum", "lr": 0.01, "momentum": 0.9},
+        {"optimizer": "adam", "lr": 0.001, "momentum": None}, {"optimizer": "sgd", "lr": 0.1, "momentum": 0.5}]
+    assert not {"name", "comparison", "variant", "repeat", "optimizer"} & set(out["base"])
 
 
 def test_a_sweep_of_three_values_is_drawn_against_its_setting(tmp_path, fake_engine):
@@ -383,6 +389,11 @@ def test_a_named_comparison_is_found_by_its_name(runs_dir, fake_engine):
     assert compare_json("--show", "lr-sweep")["comparison_id"] == out["comparison_id"]
     listed = json.loads(invoke("compare", "--list", "--json").stdout)
     assert [c["id"] for c in listed] == [out["comparison_id"]]
+    # a name whole wins over a part of another's id; parts that match several say which
+    wide = compare_json("sgd", "adam", "--epochs", "2", "--name", "lr-sweep-wide")
+    assert compare_json("--show", "lr-sweep")["comparison_id"] == out["comparison_id"]
+    assert compare_json("--show", "lr-sweep-wide")["comparison_id"] == wide["comparison_id"]
+    assert_clean_error(invoke("compare", "--show", "lr-sw"), 2, "matches 2 comparisons (", out["comparison_id"])
     assert_clean_error(invoke("compare", "sgd", "--name", "a/b"), 2, "Invalid comparison name 'a/b'")
     assert_clean_error(invoke("compare", "sgd", "--name", "latest"), 2, "The comparison name 'latest' is reserved")
     assert_clean_error(invoke("compare", "--resume", "lr-sweep", "--name", "x"), 2, "--name")

@@ -186,7 +186,7 @@ def test_ids_paths_and_parts_resolve_among_runs_and_comparisons(comparison, runs
 
 @pytest.mark.parametrize("ref, words", [
     ("nosuch", "No run or comparison 'nosuch'; see `fmnist runs` and `fmnist compare --list`"),
-    ("2026", "matches 5 runs and comparisons; give more of the id"),
+    ("2026", "matches 5 runs and comparisons (20"),
     ("./nosuch/folder", "No run folder ./nosuch/folder"),
     (" ", "The id is empty"),
 ])

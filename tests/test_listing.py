@@ -159,3 +159,19 @@ def test_runs_are_filtered_by_setting_and_status_and_sorted(runs_dir, fake_engin
 ])
 def test_runs_filters_refuse_bad_input_in_one_sentence(runs_dir, args, says):
     assert_clean_error(invoke("runs", *args), 2, says)
+
+
+def test_where_reads_values_as_train_and_vary_write_them(runs_dir, fake_engine):
+    def train(*args):
+        result = invoke("train", "--epochs", "2", *args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["run_id"]
+
+    spec = train("--optimizer", "sgd:lr=0.1,momentum=0.5", "--hidden", "16,8")
+    fit = train("--optimizer", "adam", "--engine", "fit")
+    assert _ids("--where", "optimizer=sgd:momentum=0.5,lr=0.10,adam") == [fit, spec]   # a spec keeps its settings
+    assert _ids("--where", "engine=fused") == [spec] == _ids("--where", "engine=auto")   # auto is fused
+    assert _ids("--where", "engine=fit") == [fit]
+    assert _ids("--where", "hidden=16x8") == [spec]
+    assert_clean_error(invoke("runs", "--where", "backend=torch"), 2, "backend takes one of tensorflow, jax")
+    assert_clean_error(invoke("runs", "--where", "optimizer=foo"), 2, "Unknown optimizer 'foo'")

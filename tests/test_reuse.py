@@ -28,7 +28,7 @@ def test_a_wider_sweep_copies_what_it_has_and_trains_the_rest(runs_dir, fake_eng
     fake_engine.trained.clear()
     result = invoke("compare", "sgd", "adam", "--vary", "lr=0.01,0.1,0.3", "--repeats", "2", *SMALL, "--reuse")
     assert result.exit_code == 0, result.output
-    assert "Reused 8 of 12 run(s) from earlier comparisons (identical settings); training 4." in result.output
+    assert "Reused 8 of 12 run(s): copies of earlier runs with identical settings; training 4." in result.output
     assert "8 run(s) are copies of earlier runs" in " ".join(result.output.split())
     assert sorted((c.variant, c.repeat) for c in fake_engine.trained) == \
         [("adam lr=0.3", 0), ("adam lr=0.3", 1), ("sgd lr=0.3", 0), ("sgd lr=0.3", 1)]
@@ -101,7 +101,7 @@ def test_a_run_on_other_data_or_libraries_is_not_reused(monkeypatch, runs_dir, f
     assert len(fake_engine.trained) == 1   # TensorFlow's numbers depend on its thread count
 
 
-@pytest.mark.parametrize("damage", ["model", "history", "vmapped", "diverged"])
+@pytest.mark.parametrize("damage", ["model", "history", "vmapped", "resumed"])
 def test_a_broken_or_unsafe_run_is_not_reused(damage, runs_dir, fake_engine):
     out = compare_json("sgd", *SMALL)
     run = runs_dir / runs_of(out)[("sgd", 0)]["run_id"]
@@ -110,8 +110,8 @@ def test_a_broken_or_unsafe_run_is_not_reused(damage, runs_dir, fake_engine):
         (run / "model.keras").write_bytes(b"not a zip")
     elif damage == "history":
         (run / "history.json").unlink()
-    else:
-        record.update(vmapped=2) if damage == "vmapped" else record.update(status="diverged")
+    else:   # a resume restarts `fit`'s shuffles, and records the resuming session's vmapping
+        record.update(vmapped=2) if damage == "vmapped" else record.update(resumed_from=[1])
         (run / "run.json").write_text(json.dumps(record))
     fake_engine.trained.clear()
     out = compare_json("sgd", *SMALL, "--reuse")
@@ -162,7 +162,7 @@ def test_reused_runs_are_the_runs_training_gives(tmp_path):
     assert first.returncode == 0, first.stderr
     wider = fmnist("compare", "sgd", "adam", "rmsprop", *tiny, "--reuse", "--json", env=env)
     assert wider.returncode == 0, wider.stderr
-    assert "Reused 2 of 3 run(s) from earlier comparisons (identical settings); training 1." in wider.stderr
+    assert "Reused 2 of 3 run(s): copies of earlier runs with identical settings; training 1." in wider.stderr
     old, new = runs_of(json.loads(first.stdout)), runs_of(json.loads(wider.stdout))
     runs = tmp_path / "runs"
     for label in ("sgd", "adam"):
@@ -181,3 +181,33 @@ def test_reused_runs_are_the_runs_training_gives(tmp_path):
     assert again.returncode == 0, again.stderr
     assert runs_of(json.loads(again.stdout))[("rmsprop", 0)]["reused_from"] in (
         json.loads(alone.stdout)["run_id"], new[("rmsprop", 0)]["run_id"])
+
+
+def test_a_diverged_run_is_a_result_and_is_reused(runs_dir, fake_engine):
+    """The same seed diverges again: a widened sweep need not train its diverged corner twice."""
+    out = compare_json("sgd", *SMALL)
+    run = runs_dir / runs_of(out)[("sgd", 0)]["run_id"]
+    record = read_json(run / "run.json")
+    record.update(status="diverged", message="The loss exploded")
+    (run / "run.json").write_text(json.dumps(record))
+    (run / "model.keras").unlink()   # diverged in its first epoch: nothing to save
+    fake_engine.trained.clear()
+    out = compare_json("sgd", *SMALL, "--reuse", codes=(1,))   # 1: no variant is usable
+    slot = runs_of(out)[("sgd", 0)]
+    assert fake_engine.trained == [] and slot["reused_from"] == run.name and slot["status"] == "diverged"
+
+
+def test_no_lone_run_stands_in_where_seeds_train_as_vmapped_families(runs_dir, fake_engine, monkeypatch):
+    from fmnist_cli import reuse
+
+    compare_json("sgd", *SMALL)
+    real = reuse._here
+
+    def vmapping(data_dir):
+        here = real(data_dir)
+        return {**here, "setup": lambda name: {**here["setup"](name), "vmaps": True}}
+
+    monkeypatch.setattr(reuse, "_here", vmapping)
+    fake_engine.trained.clear()
+    compare_json("sgd", *SMALL, "--reuse")
+    assert len(fake_engine.trained) == 1

@@ -132,7 +132,8 @@ def test_a_missing_history_makes_the_variant_incomplete(runs_dir):
     csv_path = runs_dir.parent / "c.csv"
     assert invoke("compare", "--show", "latest", "--csv", csv_path).exit_code == 0
     rows = csv_path.read_text().splitlines()
-    assert rows[0].startswith("comparison,variant,optimizer,epoch,n,of") and any(",adam,adam,1,2,3," in r for r in rows)
+    assert rows[0].startswith("comparison,variant,optimizer,status,epoch,n,of")
+    assert any(",adam,adam,incomplete,1,2,3," in r for r in rows)
 
 
 def test_resume_fills_a_broken_slot_and_trains_nothing_else(runs_dir, fake_engine):
