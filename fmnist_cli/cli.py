@@ -19,7 +19,7 @@ from . import __version__
 from .coercion import defer_typer_adapters
 from .cores import cpu_cores
 from .config import ACTIVATIONS, OPTIMIZERS, RunConfig, parse_hidden, parse_optimizer
-from .errors import FmnistError, StorageError, UsageError, json_error
+from .errors import FmnistError, RunNotFound, StorageError, UsageError, json_error
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Click's base error class, wherever this Typer takes Click from (0.29 carries its own copy).
@@ -410,7 +410,7 @@ def train(
     plain = not console.is_terminal
     stop = training.StopFlag()
     what = f"Resuming {run_dir.name}" if run_dir else "Training"
-    header = f"{what} {config.short()} on {config.backend} ({config.resolved_engine} engine)..."
+    header = f"{what} {config.short()} seed {config.seed} on {config.backend} ({config.resolved_engine} engine)..."
     if not quiet and not plain:
         # Before the live display starts: printed under it, the line would tear its first frame.
         say(report.err, header)
@@ -500,7 +500,17 @@ def evaluate(
     if plot is not None:
         check_output(plot, "--plot")   # before the model loads
     store = RunStore.at(runs_dir)
-    run_dir = store.resolve_run(run)
+    try:
+        run_dir = store.resolve_run(run)
+    except RunNotFound:   # `evaluate lr-sweep`: a comparison's runs are scored with --comparison
+        cid = None
+        if run is not None and run.strip() != "latest":
+            with contextlib.suppress(RunNotFound):
+                cid = store.resolve_comparison(run)
+        if cid is None:
+            raise
+        raise RunNotFound(f"{run!r} is comparison {cid}, not a run; score its runs with "
+                          f"`fmnist evaluate --comparison {run}`.") from None
     result = evaluation.evaluate(store, run_dir, split, data_dir, backend)
     problem = None
     if plot is not None:
@@ -668,7 +678,9 @@ def list_runs(
         report.print_json([r.to_json() for r in records])
     elif not records and every:
         where_ = f"comparison {comparison}'s {len(every)} runs" if comparison else f"the {len(every)} runs in {store.root}"
-        say(report.err, f"None of {where_} match; without --status, --where, they are all listed.")
+        hint = (" (a comparison's --name names the comparison, not its runs: `fmnist runs -c NAME` lists them)"
+                if any(c.key == "name" for c in conditions) and not comparison else "")
+        say(report.err, f"None of {where_} match{hint}; without --status, --where, they are all listed.")
     elif not records:
         say(report.err, f"No runs in {store.root} yet. Train one with `fmnist train`." if not comparison else
             f"Comparison {comparison} has no runs yet; finish it with `fmnist compare --resume {comparison}`.")
@@ -683,6 +695,7 @@ def remove_runs(
     comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Remove this comparison and all its runs.")] = None,
     status: Annotated[Optional[str], typer.Option("--status", help="Also remove every run of these statuses, comma-separated: interrupted, crashed, failed, diverged, completed, broken.", show_default=False)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed, and remove nothing.")] = False,
     runs_dir: RunsDir = None, json_out: Json = False,
 ):
     """Remove runs (their whole folders) and keep comparison records in step.
@@ -695,7 +708,7 @@ def remove_runs(
 
       fmnist runs rm --broken --yes
 
-      fmnist runs rm --status crashed,interrupted
+      fmnist runs rm --status crashed,interrupted --dry-run
 
       fmnist runs rm --comparison latest
     """
@@ -710,9 +723,15 @@ def remove_runs(
         if json_out:
             report.print_json(plan.to_json())
         return
+    if dry_run:
+        report.removal_plan(plan, report.err)
+        say(report.err, f"Would remove {plan.describe()}; nothing removed (--dry-run).")
+        if json_out:
+            report.print_json({**plan.to_json(), "dry_run": True})
+        return
     if not yes and not sys.stdin.isatty():
         raise UsageError(f"Add --yes to remove {plan.describe()} without confirmation (there is no terminal "
-                         "to ask on).")
+                         "to ask on); --dry-run lists them.")
     report.removal_plan(plan, report.err)
     if not yes:
         if not typer.confirm("Remove them?", default=False, err=True):

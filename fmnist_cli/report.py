@@ -484,7 +484,8 @@ def runs_table(records: list, console: Console) -> None:
             Col("val acc", [fmt(r.saved_val_accuracy) for r in records]),   # what `evaluate` reproduces
             Col("test acc", [fmt(t.accuracy if t else None) for t in tests], drop=6 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),
-            Col("time", [duration(r.get("seconds")) for r in records], drop=5)]
+            # a copy made by `compare --reuse` was not trained here: its time is its source's
+            Col("time", ["copy" if r.get("reused_from") else duration(r.get("seconds")) for r in records], drop=5)]
     console.print(fitted_table(cols, console.width))
     broken = [r for r in records if r.status == Status.BROKEN]
     for r in broken[:5]:

@@ -96,7 +96,7 @@ def test_messages_in_a_pipe_are_not_hard_wrapped(tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("Run ") and lines[-1].endswith("model.keras"), lines
     # a log made with 2>&1 starts with what was trained; stdout alone keeps the epoch lines
-    assert lines[0].startswith("Training 100 relu rmsprop e2 b32 on tensorflow"), lines
+    assert lines[0].startswith("Training 100 relu rmsprop e2 b32 seed 42 on tensorflow"), lines
     proc = shell("$FMNIST train --epochs 2 2>/dev/null | cat", fake=True, env=env)
     assert proc.returncode == 0 and not proc.stdout.startswith("Training"), proc.stdout
     # compare --list: a line per comparison, for grep

@@ -394,6 +394,10 @@ def test_a_named_comparison_is_found_by_its_name(runs_dir, fake_engine):
     assert compare_json("--show", "lr-sweep")["comparison_id"] == out["comparison_id"]
     assert compare_json("--show", "lr-sweep-wide")["comparison_id"] == wide["comparison_id"]
     assert_clean_error(invoke("compare", "--show", "lr-sw"), 2, "matches 2 comparisons (", out["comparison_id"])
+    assert_clean_error(invoke("evaluate", "lr-sweep"), None, f"'lr-sweep' is comparison {out['comparison_id']}, "
+                       "not a run; score its runs with `fmnist evaluate --comparison lr-sweep`")
+    result = invoke("runs", "--where", "name=lr-sweep")
+    assert "`fmnist runs -c NAME` lists them" in result.stderr
     assert_clean_error(invoke("compare", "sgd", "--name", "a/b"), 2, "Invalid comparison name 'a/b'")
     assert_clean_error(invoke("compare", "sgd", "--name", "latest"), 2, "The comparison name 'latest' is reserved")
     assert_clean_error(invoke("compare", "--resume", "lr-sweep", "--name", "x"), 2, "--name")

@@ -334,7 +334,12 @@ def test_evaluate_prints_its_result_when_it_cannot_be_stored(runs_dir, monkeypat
 
 def test_rm_removes_named_runs_after_confirmation(runs_dir):
     a, b = train()["run_id"], train()["run_id"]
-    assert_clean_error(invoke("runs", "rm", a), 2, "--yes")      # no terminal to ask on
+    assert_clean_error(invoke("runs", "rm", a), 2, "--yes", "--dry-run lists them")      # no terminal to ask on
+    assert {r["id"] for r in listed()} == {a, b}
+    result = invoke("runs", "rm", a, "--dry-run", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"runs": [a], "comparisons": [], "leftovers": [],
+                                                                   "dry_run": True}
+    assert f"run {a} (completed)" in result.stderr and "nothing removed (--dry-run)" in result.stderr
     assert {r["id"] for r in listed()} == {a, b}
     result = invoke("runs", "rm", a, "--yes", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["runs"] == [a]
