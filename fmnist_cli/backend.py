@@ -266,10 +266,11 @@ def describe() -> dict:
     import numpy
 
     from . import __version__
+    from .cores import cpu_cores
 
     info = {"fmnist": __version__, "python": platform.python_version(), "keras": keras.__version__,
             "numpy": numpy.__version__, "backend": keras.backend.backend(), "machine": platform.machine(),
-            "system": platform.system(), "cpus": os.cpu_count()}
+            "system": platform.system(), "cpus": cpu_cores()}   # those it may use (taskset, containers)
     if info["backend"] == "jax":
         import jax
 

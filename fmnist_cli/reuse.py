@@ -3,8 +3,10 @@ same thing, instead of training them again.
 
 A run stands in for a slot only when training the slot would give its numbers bit for bit: the same
 settings (every RunConfig field that defines training), the same data, the same libraries on the
-same kind of device, and steps of its own (a run stepped in a vmapped family has numbers that
-depend on its family). It must also be completed with a model the store can open.
+same kind of device with as many cores (TensorFlow splits its products by its thread count: 1 core
+against 2 changed a run's loss in the 4th digit), and steps of its own (a run stepped in a vmapped
+family has numbers that depend on its family), trained in one go. It must have finished: completed
+with a model the store can open, or diverged (the same seed diverges again).
 """
 
 from __future__ import annotations
@@ -21,9 +23,6 @@ from .store import RunStore, in_comparison
 
 # Labels of a run within a comparison: they say where it belongs, not how it was trained.
 PLACE = ("name", "comparison", "variant", "repeat")
-# Fields of run.json's versions that do not change a run's numbers. Not `cpus`: TensorFlow's XLA
-# products are split by its thread count, and 1 core against 2 changed a run's loss in the 4th digit.
-NOT_SETUP = ()
 
 
 @dataclass
@@ -46,10 +45,6 @@ def _key(config: RunConfig) -> str:
     import json
 
     return json.dumps(training_settings(config), sort_keys=True)
-
-
-def setup(versions: dict | None) -> dict:
-    return {k: v for k, v in (versions or {}).items() if k not in NOT_SETUP}
 
 
 def why_not(store: RunStore, info: RunInfo) -> str | None:
@@ -126,7 +121,7 @@ def _matches(store: RunStore, info: RunInfo, here: dict) -> bool:
     now = here["setup"](info.config.backend)
     if now.get("vmaps") and info.config.resolved_engine == "fused":
         return False
-    if setup(record.versions) != {k: v for k, v in now.items() if k != "vmaps"}:
+    if (record.versions or {}) != {k: v for k, v in now.items() if k != "vmaps"}:
         return False
     return True
 
@@ -146,7 +141,7 @@ def _here(data_dir) -> dict:
             os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
             try:
                 backend.configure(name)
-                cache[name] = setup(backend.describe())
+                cache[name] = dict(backend.describe())
                 if name == "jax":
                     from .engines.fused import vmap_min
 
