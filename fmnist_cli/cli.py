@@ -685,7 +685,7 @@ def list_runs(
         say(report.err, f"No runs in {store.root} yet. Train one with `fmnist train`." if not comparison else
             f"Comparison {comparison} has no runs yet; finish it with `fmnist compare --resume {comparison}`.")
     else:
-        report.runs_table(records, report.out)
+        report.runs_table(records, report.out, sort=order)
 
 
 @command("rm", group=runs_app)

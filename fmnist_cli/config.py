@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
@@ -166,11 +167,13 @@ def _validate_optimizer(spec: OptimizerSpec) -> None:
 
 
 def parse_hidden(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
-    """`100` or `300,100` -> (300, 100). Every size a positive integer, at most 8 layers."""
+    """`100`, `300,100` or `300-100` (as tables and --vary write it) -> (300, 100). Every size a
+    positive integer, at most 8 layers."""
     if isinstance(text, (list, tuple)):
         sizes = list(text)
     else:
-        raw = [p.strip() for p in str(text).replace(" ", "").split(",")]
+        joined = re.sub(r"(?<=\d)-(?=\d)", ",", str(text).replace(" ", ""))
+        raw = [p.strip() for p in joined.split(",")]
         if raw == [""]:
             raise UsageError("--hidden needs at least one layer size, e.g. --hidden 100 or --hidden 300,100.")
         sizes = []
@@ -282,7 +285,7 @@ class RunConfig:
         """One line for tables: `100 relu rmsprop e5 b32`; `es2` with early stopping (patience 2), and
         `best=val_accuracy` where the best epoch is not by the default val_loss; with `backend`, it
         ends with the backend (`tf` or `jax`)."""
-        hidden = ",".join(map(str, self.hidden))
+        hidden = "-".join(map(str, self.hidden))   # as --vary and --where write one network's layers
         extra = f" d{self.dropout:g}" if self.dropout else ""
         lim = f" n{self.limit}" if self.limit else ""
         es = f" es{self.early_stopping}" if self.early_stopping else ""

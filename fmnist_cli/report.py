@@ -156,6 +156,7 @@ class Col:
                                 # below it, when nothing is left to drop, the least important is cut first
     wrap: bool = False          # narrower text wraps between words (labels) instead of ending in "…"
     hang: int = 0               # a wrapped cell's first `hang` cells are a marker; its other lines are indented
+    whole: bool = False         # kept whole (not cut) while columns dropped before it can still go
     texts: list = field(init=False, repr=False)
     natural: int = field(init=False)
     floor: int = field(init=False)   # the narrowest it ever gets: its longest word if it wraps
@@ -189,7 +190,10 @@ def fit(cols: list[Col], width: int, gap: int = GAP, at_least: int = 0) -> list[
     def total(widths):
         return sum(widths) + gap * (len(widths) - 1)
 
-    while total([c.least for c in shown]) > width and any(c.drop for c in shown):
+    def least(c):   # a `whole` column counts whole while a column dropped before it is left to go
+        return c.natural if c.whole and any(o.drop > c.drop for o in shown) else c.least
+
+    while total([least(c) for c in shown]) > width and any(c.drop for c in shown):
         shown.remove(max((c for c in shown if c.drop), key=lambda c: c.drop))
     widths = {id(c): c.natural for c in shown}
     cuttable = [c for c in shown if c.cut]
@@ -374,7 +378,8 @@ def train_result(result, console: Console, brief: bool = False) -> None:
                      "so the run was not saved.", markup=False)
         return
     if status == Status.INTERRUPTED:
-        console.print(f"Interrupted: kept {result.epochs_run} finished epoch(s).", highlight=False)
+        resume = f" Go on with: fmnist train --resume {result.run_id}" if result.config.get("comparison") is None else ""
+        say(console, f"Interrupted: kept {result.epochs_run} finished epoch(s).{resume}", markup=False)
     if status == Status.DIVERGED:
         say(console, f"Diverged: {result.message}", markup=False)
     if result.model_path:
@@ -402,7 +407,7 @@ def comparison_evaluation(outcome: dict, console: Console) -> None:
         say(console, f"Skipped {s['variant']} (seed #{s['repeat']}): {s['reason']}.", markup=False)
     runs = sum(v["n"] for v in variants)
     say(console, f"Scored {runs} run(s); each result is stored in its run (`fmnist report "
-                 f"{outcome['comparison_id']}` shows them).", markup=False)
+                 f"{outcome['comparison_id']} --html report.html` shows them per class).", markup=False)
 
 
 def evaluation(result, console: Console) -> None:
@@ -466,7 +471,7 @@ def auto_id_width() -> int:
     return len("20260101-120000-") + max(map(len, OPTIMIZERS)) + 1 + max(map(len, ACTIVATIONS)) + len("-abcd")
 
 
-def runs_table(records: list, console: Console) -> None:
+def runs_table(records: list, console: Console, sort: str = "created") -> None:
     """One line per run; its config ends with its backend (tf or jax), and a seed column follows when
     the runs differ in seed. Narrow: the time goes first, then when (the id starts with it), then test
     acc (first of all when no run has one), then the seed, then the config. Before any of that, ids longer than any unnamed run's (a long --name) are cut with "…",
@@ -476,16 +481,20 @@ def runs_table(records: list, console: Console) -> None:
     cols = [Col("id", [Text(r.id) for r in records], "left", cut=2, least=auto_id_width()),
             Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=4),
             # the backend ends the config: on a narrow terminal the config is cut from its end
+            # what tells runs apart: the time, when, test acc and seed go before it is cut
             Col("config", [Text(r.config.short(backend=True) if r.config is not None else "?") for r in records], "left",
-                drop=1, cut=1, least=16),
+                drop=1, cut=1, least=16, whole=True),
             # only when the seeds differ: a seed sweep's runs share every other word of the config
             *([Col("seed", [str(r.config.seed) if r.config is not None else "?" for r in records], drop=2)]
               if len({r.config.seed for r in records if r.config is not None}) > 1 else []),
             Col("val acc", [fmt(r.saved_val_accuracy) for r in records]),   # what `evaluate` reproduces
-            Col("test acc", [fmt(t.accuracy if t else None) for t in tests], drop=6 if no_tests else 3),
+            # the column a list is sorted by stays (`--sort test_acc`, `--sort time`)
+            Col("test acc", [fmt(t.accuracy if t else None) for t in tests],
+                drop=0 if sort == "test_acc" else 6 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),
             # a copy made by `compare --reuse` was not trained here: its time is its source's
-            Col("time", ["copy" if r.get("reused_from") else duration(r.get("seconds")) for r in records], drop=5)]
+            Col("time", ["copy" if r.get("reused_from") else duration(r.get("seconds")) for r in records],
+                drop=0 if sort == "time" else 5)]
     console.print(fitted_table(cols, console.width))
     broken = [r for r in records if r.status == Status.BROKEN]
     for r in broken[:5]:

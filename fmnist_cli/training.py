@@ -268,6 +268,12 @@ def _vmapped(configs: list[RunConfig]) -> list[int | None]:
     return vmapped_sizes(configs)
 
 
+def _resume_command(config: RunConfig, run_dir: Path) -> str:
+    if config.comparison:
+        return f"fmnist compare --resume {config.comparison}"
+    return f"fmnist train --resume {run_dir.name}"
+
+
 def _seconds_so_far(store: RunStore, run_dir: Path, start) -> float:
     """Training time before this session: run.json's, or for a crashed run (which never wrote it)
     the epochs' own seconds up to the checkpoint."""
@@ -334,7 +340,9 @@ def _finish(store: RunStore, run_dir: Path, config: RunConfig, outcome: engines.
         best_val_accuracy=hist["val_accuracy"][best - 1] if best else None,
         final={k: hist[k][-1] for k in METRICS} if hist["loss"] else None,
         stopped_early=outcome.stopped_early,
-        message=outcome.message,
+        message=outcome.message or (
+            f"Interrupted after {len(hist['loss'])} of {config.epochs} epochs; `{_resume_command(config, run_dir)}` "
+            "goes on from there." if outcome.status == Status.INTERRUPTED else None),
         model_epoch=(best if config.early_stopping else len(hist["loss"])) if model_path else None,
     )
     store.update_run(run_dir, checkpoint_seconds=round(checkpoint_seconds, 4), **summary)

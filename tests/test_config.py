@@ -19,7 +19,7 @@ def test_config_round_trips_through_json():
     assert again == c
 
 
-@pytest.mark.parametrize("text,expected", [("100", (100,)), ("300,100", (300, 100)), (" 64 , 32 ", (64, 32))])
+@pytest.mark.parametrize("text,expected", [("100", (100,)), ("300,100", (300, 100)), (" 64 , 32 ", (64, 32)), ("300-100", (300, 100))])
 def test_parse_hidden(text, expected):
     assert parse_hidden(text) == expected
 

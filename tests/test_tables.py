@@ -125,12 +125,21 @@ def test_runs_table_fits_every_width(runs):
         check_ids(text, ids)
         assert len(text.splitlines()) == len(runs) + 2, f"one line per run at {width}:\n{text}"
         assert "status" in headers(text) and "val acc" in headers(text)
-    assert all(col in headers(shown[120]) for col in ("when", "config", "test acc", "time"))
+    assert "config" in headers(shown[120])
+    # the config tells runs apart: the time and when go before it is cut
+    for width in (120, 200):
+        cut = any(r.config.short(backend=True) not in shown[width] for r in runs)
+        assert not cut or not {"time", "when"} & set(headers(shown[width]).split()), (width, shown[width])
     at80 = headers(shown[80])
     assert "time" not in at80 and "when" not in at80 and "config" in at80
     for r in runs:   # ids stay whole while columns can go; only a long --name is cut
         assert (r.id in shown[80].split()) == (len(r.id) <= report.auto_id_width()), shown[80]
     assert any(t.endswith("…") for t in shown[50].split())
+
+
+def test_the_column_runs_are_sorted_by_stays(runs):
+    for sort, column in (("test_acc", "test acc"), ("time", "time")):
+        assert column in headers(render(lambda c: report.runs_table(runs, c, sort=sort), 80))
 
 
 def test_runs_table_drops_an_empty_test_column_first(runs_dir, fake_engine):

@@ -149,3 +149,13 @@ def test_a_stop_before_the_first_epoch_finished_keeps_nothing(runs_dir):
     result = training.train(RunConfig(limit=500, epochs=2).validate(), runs_dir, should_stop=should_stop)
     assert (result.status, result.epochs_run, result.kept) == ("interrupted", 0, False)
     assert [p for p in runs_dir.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_an_interrupted_run_says_how_to_go_on(runs_dir, fake_engine):
+    fake_engine.stop_after = 1
+    result = invoke("train", "--epochs", "3", "--json")
+    assert result.exit_code == 130
+    out = json.loads(result.stdout)
+    command = f"fmnist train --resume {out['run_id']}"
+    assert out["message"] == f"Interrupted after 1 of 3 epochs; `{command}` goes on from there."
+    assert f"Go on with: {command}" in result.stderr
