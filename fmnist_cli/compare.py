@@ -304,8 +304,14 @@ def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict,
                        best_epoch=info.get("best_epoch"), best_val_accuracy=info.get("best_val_accuracy"),
                        seconds=info.get("seconds"), group_size=info.get("group_size", 1),
                        resumed_from=info.get("resumed_from"), reused_from=info.get("reused_from"),
+                       test_accuracy=_test_accuracy(info),
                        pid=info.get("pid") if info.status == Status.RUNNING else None,
                        history=info.history if info.status != Status.BROKEN else None)
+
+
+def _test_accuracy(info: RunInfo) -> float | None:
+    test = info.get("evaluations", {}).get("test")
+    return test.accuracy if test is not None else None
 
 
 def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | None = None) -> ComparisonSummary:
@@ -419,6 +425,8 @@ def aggregate(slot_list: list[SlotSummary], monitor: str = DEFAULT_MONITOR) -> d
         "best_val_accuracy": stat([h["val_accuracy"][i] for h, i in zip(histories, best_idx)]),
         "best_epoch": stat([i + 1 for i in best_idx]),
         "seconds_per_epoch": stat(secs) if secs else {"mean": None, "std": None, "n": 0},
+        # the saved models' test accuracy, over the seeds `fmnist evaluate --split test` scored
+        "test_accuracy": stat([s.test_accuracy for s in usable]),
     }
 
 

@@ -82,7 +82,8 @@ def evaluate_comparison(store: RunStore, cid: str, split: str = "val", data_dir=
     for v in summary.variants:
         results = []
         for slot in v.runs:
-            why = f"it is {slot.status}" if slot.status in (Status.MISSING, Status.RUNNING, Status.BROKEN) else None
+            # a diverged run's result is its divergence, not the weights from before it
+            why = f"it is {slot.status}" if slot.status in (Status.MISSING, Status.RUNNING, Status.BROKEN, Status.DIVERGED) else None
             if why is None:
                 try:
                     result = evaluate(store, store.root / slot.run_id, split, data_dir, backend_name)

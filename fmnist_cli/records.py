@@ -500,6 +500,7 @@ class SlotSummary(Record):
     group_size: int = 1
     resumed_from: list[int] | None = None
     reused_from: str | None = None      # the run that trained it (`compare --reuse`): its seconds are not this comparison's
+    test_accuracy: float | None = None  # its saved model's, once `fmnist evaluate --split test` scored it
     pid: int | None = None              # the process training it, while it is `running`
     history: dict | None = None
 

@@ -748,6 +748,9 @@ def comparison_table(summary, console: Console) -> None:
     cols += [Col("loss", final("loss"), drop=6), Col("acc", final("accuracy"), drop=5),
              Col("val loss", final("val_loss"), drop=3), Col("val acc", final("val_accuracy"), drop=1),
              Col("best val acc", [best(v.aggregate) for v in variants]),
+             # once `fmnist evaluate --comparison ID --split test` scored its saved models
+             *([Col("test acc", [pm(v.aggregate["test_accuracy"]) for v in variants], drop=2)]
+               if any(v.aggregate.get("test_accuracy", {}).get("n") for v in variants) else []),
              Col("s/epoch", [pm(v.aggregate["seconds_per_epoch"], 2) for v in variants], drop=4),
              Col("curve", [sparkline(c, lo, hi) for c in curves], "left", drop=7),
              Col("status", [colored(v.status) for v in variants], "left")]

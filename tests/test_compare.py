@@ -381,6 +381,11 @@ def test_evaluate_a_whole_comparison_on_the_test_split(runs_dir):
     text = invoke("evaluate", "-c", "latest", "--split", "test").stdout
     assert "on the test split" in text and "Skipped sgd (seed #1): it is missing." in " ".join(text.split())
     assert_clean_error(invoke("evaluate", adam["runs"][0]["run_id"], "-c", "latest"), 2, "--comparison")
+    # compare --show gains the test accuracy, over the seeds scored
+    shown = compare_json("--show", "latest")
+    assert shown["variants"][1]["aggregate"]["test_accuracy"] == pytest.approx(adam["accuracy"])
+    assert shown["variants"][0]["aggregate"]["test_accuracy"]["n"] == 1
+    assert "test acc" in invoke("compare", "--show", "latest").stdout
 
 
 def test_a_named_comparison_is_found_by_its_name(runs_dir, fake_engine):
