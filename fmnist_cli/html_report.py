@@ -387,6 +387,11 @@ def comparison_page(store: RunStore, cid: str) -> str:
     if splits:
         sections.append(("evaluation", "Evaluation",
                          "".join(comparison_evaluation(summary, split, evaluations) for split in splits)))
+    else:   # where the per-class figures come from
+        sections.append(("evaluation", "Evaluation",
+                         f"<p class=note>No run is evaluated yet. <code>fmnist evaluate --comparison {esc(cid)} "
+                         "--split test</code> scores them all; this report then shows each variant's accuracy "
+                         "per class and its confusion matrix.</p>"))
 
     # What the variants vary, read from their full configs (as trained), not from the labels.
     per_variant = [dict(config_rows(v.run_config)) for v in record.variants]

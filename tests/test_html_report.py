@@ -131,7 +131,8 @@ def test_a_diverged_and_an_incomplete_variant_are_reported_as_such(runs_dir, fak
     assert result.exit_code == 0, result.output
     assert "diverged" in page.text and "fake divergence" in page.text
     assert "Incomplete: adam (1 of 2 finished)" in page.text and f"fmnist compare --resume {record.id}" in page.text
-    assert "evaluation" not in page.sections
+    # nothing evaluated: the section says how to get the per-class figures
+    assert f"fmnist evaluate --comparison {record.id} --split test" in page.text
 
 
 def test_an_evaluation_stored_before_its_details_were_kept_still_reports(comparison, runs_dir, tmp_path):
