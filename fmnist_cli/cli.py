@@ -271,7 +271,7 @@ def main_options(
 
 # --- options shared by train, compare and summary ------------------------------------------------
 
-Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes, comma-separated: 100 or 300,100.", rich_help_panel="Model")]
+Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes: 100, or 300,100 (or 300-100) for two layers.", rich_help_panel="Model")]
 Activation = Annotated[str, typer.Option("--activation", "-a", help=f"Hidden activation: {', '.join(ACTIVATIONS)}.", rich_help_panel="Model")]
 Dropout = Annotated[float, typer.Option("--dropout", help="Dropout rate after each hidden layer (0 = none).", rich_help_panel="Model")]
 Optimizer = Annotated[str, typer.Option("--optimizer", "-o", help=f"{', '.join(OPTIMIZERS)}; settings may follow, e.g. sgd:lr=0.1.", rich_help_panel="Optimizer")]

@@ -426,7 +426,8 @@ def aggregate(slot_list: list[SlotSummary], monitor: str = DEFAULT_MONITOR) -> d
         "best_epoch": stat([i + 1 for i in best_idx]),
         "seconds_per_epoch": stat(secs) if secs else {"mean": None, "std": None, "n": 0},
         # the saved models' test accuracy, over the seeds `fmnist evaluate --split test` scored
-        "test_accuracy": stat([s.test_accuracy for s in usable]),
+        # (completed runs only: a diverged or interrupted one may carry a score of other weights)
+        "test_accuracy": stat([s.test_accuracy for s in usable if s.status == Status.COMPLETED]),
     }
 
 

@@ -377,9 +377,9 @@ def train_result(result, console: Console, brief: bool = False) -> None:
         say(console, f"Interrupted in {result.seconds:.1f}s, before the first epoch finished: nothing to keep, "
                      "so the run was not saved.", markup=False)
         return
-    if status == Status.INTERRUPTED:
-        resume = f" Go on with: fmnist train --resume {result.run_id}" if result.config.get("comparison") is None else ""
-        say(console, f"Interrupted: kept {result.epochs_run} finished epoch(s).{resume}", markup=False)
+    if status == Status.INTERRUPTED:   # its message gives the command that goes on
+        say(console, f"Interrupted: kept {result.epochs_run} finished epoch(s). {result.message or ''}".strip(),
+            markup=False)
     if status == Status.DIVERGED:
         say(console, f"Diverged: {result.message}", markup=False)
     if result.model_path:
@@ -488,13 +488,13 @@ def runs_table(records: list, console: Console, sort: str = "created") -> None:
             *([Col("seed", [str(r.config.seed) if r.config is not None else "?" for r in records], drop=2)]
               if len({r.config.seed for r in records if r.config is not None}) > 1 else []),
             Col("val acc", [fmt(r.saved_val_accuracy) for r in records]),   # what `evaluate` reproduces
-            # the column a list is sorted by stays (`--sort test_acc`, `--sort time`)
+            # the column a list is sorted by goes last, after the config (`--sort test_acc`, `--sort time`)
             Col("test acc", [fmt(t.accuracy if t else None) for t in tests],
-                drop=0 if sort == "test_acc" else 6 if no_tests else 3),
+                drop=1 if sort == "test_acc" else 6 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),
             # a copy made by `compare --reuse` was not trained here: its time is its source's
             Col("time", ["copy" if r.get("reused_from") else duration(r.get("seconds")) for r in records],
-                drop=0 if sort == "time" else 5)]
+                drop=1 if sort == "time" else 5)]
     console.print(fitted_table(cols, console.width))
     broken = [r for r in records if r.status == Status.BROKEN]
     for r in broken[:5]:

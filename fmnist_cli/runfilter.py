@@ -48,16 +48,23 @@ def _engine(text: str) -> str:
     return name
 
 
-def _optimizer(text: str) -> str:
-    """A name (`adam`) or a whole spec (`sgd:lr=0.1`), written as the run's label writes it."""
+def _trained(spec) -> tuple:
+    """What an optimizer spec trains with: its name, and its rate, momentum and nesterov with Keras's
+    defaults filled in, so that `sgd:lr=0.01` is plain `sgd` (whose default rate that is)."""
+    kwargs = spec.keras_kwargs()
+    return (spec.name, spec.rate, kwargs.get("momentum"), kwargs.get("nesterov"))
+
+
+def _optimizer(text: str):
+    """A name (`adam`: any of its settings) or a whole spec (`sgd:lr=0.1`: what it trains with)."""
     spec = parse_optimizer(text)   # its UsageError names the optimizers
-    return spec.label() if ":" in text else spec.name
+    return _trained(spec) if ":" in text else spec.name
 
 
 # key -> (what a run's config has, how a typed value becomes comparable). The optimizer matches by its
 # name (`adam`) or its whole label (`sgd:lr=0.1`); lr by the rate the run trained with, defaults included.
 KEYS: dict[str, tuple[Callable[[Any], Any], Callable[[str], Any]]] = {
-    "optimizer": (lambda c: {c.optimizer.name, c.optimizer.label()}, _optimizer),
+    "optimizer": (lambda c: {c.optimizer.name, _trained(c.optimizer)}, _optimizer),
     "lr": (lambda c: c.optimizer.rate, _number),
     "hidden": (lambda c: tuple(c.hidden), _hidden),
     "activation": (lambda c: c.activation, parse_activation),

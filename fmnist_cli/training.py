@@ -269,9 +269,16 @@ def _vmapped(configs: list[RunConfig]) -> list[int | None]:
 
 
 def _resume_command(config: RunConfig, run_dir: Path) -> str:
-    if config.comparison:
-        return f"fmnist compare --resume {config.comparison}"
-    return f"fmnist train --resume {run_dir.name}"
+    """The command that goes on, with --runs-dir where the runs folder is not the one found by default."""
+    import shlex
+
+    ref = f"fmnist compare --resume {config.comparison}" if config.comparison else f"fmnist train --resume {run_dir.name}"
+    root = run_dir.parent
+    try:
+        default = RunStore.at(None).root
+    except FmnistError:
+        default = None
+    return ref if root == default else f"{ref} --runs-dir {shlex.quote(str(root))}"
 
 
 def _seconds_so_far(store: RunStore, run_dir: Path, start) -> float:

@@ -406,3 +406,12 @@ def test_a_named_comparison_is_found_by_its_name(runs_dir, fake_engine):
     assert_clean_error(invoke("compare", "sgd", "--name", "a/b"), 2, "Invalid comparison name 'a/b'")
     assert_clean_error(invoke("compare", "sgd", "--name", "latest"), 2, "The comparison name 'latest' is reserved")
     assert_clean_error(invoke("compare", "--resume", "lr-sweep", "--name", "x"), 2, "--name")
+
+
+def test_test_accuracy_is_the_completed_runs_only():
+    from fmnist_cli.records import SlotSummary, Status
+
+    history = {m: [0.5] for m in ("loss", "accuracy", "val_loss", "val_accuracy")} | {"seconds": [1.0]}
+    slots = [SlotSummary(run_id="a", repeat=0, status=Status.COMPLETED, history=history, test_accuracy=0.8),
+             SlotSummary(run_id="b", repeat=1, status=Status.DIVERGED, history=history, test_accuracy=0.1)]
+    assert cmp.aggregate(slots)["test_accuracy"] == {"mean": 0.8, "std": None, "n": 1}

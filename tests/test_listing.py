@@ -170,7 +170,9 @@ def test_where_reads_values_as_train_and_vary_write_them(runs_dir, fake_engine):
     spec = train("--optimizer", "sgd:lr=0.1,momentum=0.5", "--hidden", "16,8")
     fit = train("--optimizer", "adam", "--engine", "fit")
     assert _ids("--where", "optimizer=sgd:momentum=0.5,lr=0.10,adam") == [fit, spec]   # a spec keeps its settings
-    assert _ids("--where", "engine=fused") == [spec] == _ids("--where", "engine=auto")   # auto is fused
+    plain = train("--optimizer", "sgd")
+    assert _ids("--where", "optimizer=sgd:lr=0.01") == [plain]   # what it trains with: sgd's default rate
+    assert _ids("--where", "engine=fused") == [plain, spec] == _ids("--where", "engine=auto")   # auto is fused
     assert _ids("--where", "engine=fit") == [fit]
     assert _ids("--where", "hidden=16x8") == [spec]
     assert_clean_error(invoke("runs", "--where", "backend=torch"), 2, "backend takes one of tensorflow, jax")
