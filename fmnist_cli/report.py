@@ -305,7 +305,9 @@ def fit_progress(progress: Progress, bar: BarColumn, full: tuple, narrow: tuple,
 
 
 def plain_epoch_line(event: EpochEnd, epochs: int) -> str:
-    together = f" ({event.group_size} runs together)" if event.group_size > 1 else ""
+    # the group's seconds; the comparison table's s/epoch is each run's share of them
+    together = (f" for {event.group_size} runs together ({event.seconds / event.group_size:.2f}s each)"
+                if event.group_size > 1 else "")
     return (f"epoch {event.epoch}/{epochs}  " +
             "  ".join(f"{k} {fmt(event.metric(k))}" for k in METRICS) + f"  {event.seconds:.2f}s{together}")
 

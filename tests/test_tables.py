@@ -331,7 +331,7 @@ def test_an_epoch_line_of_runs_trained_together_says_so():
     event = EpochEnd(epoch=2, loss=0.5, accuracy=0.8, val_loss=0.55, val_accuracy=0.79, seconds=0.75)
     assert report.plain_epoch_line(event, 5).endswith("  0.75s")
     grouped = EpochEnd(epoch=2, loss=0.5, accuracy=0.8, val_loss=0.55, val_accuracy=0.79, seconds=0.75, group_size=4)
-    assert report.plain_epoch_line(grouped, 5).endswith("  0.75s (4 runs together)")
+    assert report.plain_epoch_line(grouped, 5).endswith("  0.75s for 4 runs together (0.19s each)")
 
 
 def test_the_star_says_when_the_runner_up_is_within_the_spread_or_the_best_epoch_is_the_last():
