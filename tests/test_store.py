@@ -660,3 +660,19 @@ def test_a_killed_comparisons_runs_show_their_figures_so_far(runs_dir):
     shown = json.loads(invoke("compare", "--show", record.id, "--json").stdout)
     (variant,) = shown["variants"]
     assert variant["runs"][0]["run_id"] == run_dir.name and variant["aggregate"]["best_val_accuracy"]["mean"] == 0.71
+
+
+def test_refs_resolve_an_id_then_a_whole_name_then_parts():
+    from fmnist_cli.errors import RunNotFound
+    from fmnist_cli.store import resolve_ref
+
+    ids = ["20261129-101500-lr-sweep-3f2a", "20261129-101600-lr-sweep-wide-9c01", "20261129-101700-abcd-77e0",
+           "20261129-101800-adam-relu-abcd"]
+    resolve = lambda ref: resolve_ref(ref, ids, "comparison", "fmnist compare --list")   # noqa: E731
+    assert resolve(ids[1]) == ids[1]
+    assert resolve("lr-sweep") == ids[0]              # a whole name, though part of the next id too
+    assert resolve("lr-sweep-wide") == ids[1]
+    assert resolve("abcd") == ids[2]                  # a name before another id's random end
+    assert resolve("9c01") == ids[1] and resolve("101500") == ids[0]
+    with pytest.raises(RunNotFound, match=r"'lr-sw' matches 2 comparisons \(20261129-101500-lr-sweep-3f2a, "):
+        resolve("lr-sw")
