@@ -380,8 +380,7 @@ def train_result(result, console: Console, brief: bool = False) -> None:
                      "so the run was not saved.", markup=False)
         return
     if status == Status.INTERRUPTED:   # its message gives the command that goes on
-        say(console, f"Interrupted: kept {result.epochs_run} finished epoch(s). {result.message or ''}".strip(),
-            markup=False)
+        say(console, result.message or f"Interrupted: kept {result.epochs_run} finished epoch(s).", markup=False)
     if status == Status.DIVERGED:
         say(console, f"Diverged: {result.message}", markup=False)
     if result.model_path:

@@ -348,7 +348,7 @@ def _finish(store: RunStore, run_dir: Path, config: RunConfig, outcome: engines.
         final={k: hist[k][-1] for k in METRICS} if hist["loss"] else None,
         stopped_early=outcome.stopped_early,
         message=outcome.message or (
-            f"Interrupted after {len(hist['loss'])} of {config.epochs} epochs; `{_resume_command(config, run_dir)}` "
+            f"Interrupted: kept {len(hist['loss'])} of {config.epochs} epochs; `{_resume_command(config, run_dir)}` "
             "goes on from there." if outcome.status == Status.INTERRUPTED else None),
         model_epoch=(best if config.early_stopping else len(hist["loss"])) if model_path else None,
     )

@@ -182,7 +182,7 @@ def test_ctrl_c_is_prompt_on_a_big_model(backend, processes, runs_dir):
     time.sleep(0.5)   # well inside epoch 2
     sent = time.monotonic()
     p.proc.send_signal(signal.SIGINT)
-    p.wait_for(r"^Interrupted: kept 1 finished epoch")
+    p.wait_for(r"^Interrupted: kept 1 of \d+ epochs; `fmnist train --resume ")
     stopped = time.monotonic() - sent   # training stopped and the run saved; then the process exits
     rc, _ = p.signal_and_wait(0, limit=10)
     assert rc == 130, p.output()
