@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Busy, UsageError
+from . import records
 from .records import RunInfo, Status
 from .store import RunStore
 
@@ -38,22 +39,11 @@ REMOVABLE = (Status.INTERRUPTED, Status.CRASHED, Status.FAILED, Status.DIVERGED,
 
 
 def parse_statuses(text: str | None) -> set[Status]:
-    """--status interrupted,crashed -> {Status.INTERRUPTED, Status.CRASHED}."""
-    if text is None:
-        return set()
-    names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    allowed = ", ".join(s.value for s in REMOVABLE)
-    if not names:
-        raise UsageError(f"--status takes one or more of {allowed}, comma-separated.")
-    out = set()
-    for name in names:
-        if name == Status.RUNNING:
-            raise UsageError("--status running: those runs are being trained; stop them first (Ctrl-C), then "
-                             "remove them as interrupted.")
-        if name not in {s.value for s in REMOVABLE}:
-            raise UsageError(f"Unknown status {name!r} for --status; choose from {allowed}.")
-        out.add(Status(name))
-    return out
+    """--status interrupted,crashed -> {Status.INTERRUPTED, Status.CRASHED}; `running` is refused."""
+    if Status.RUNNING.value in [part.strip().lower() for part in (text or "").split(",")]:
+        raise UsageError("--status running: those runs are being trained; stop them first (Ctrl-C), then "
+                         "remove them as interrupted.")
+    return records.parse_statuses(text, REMOVABLE)
 
 
 def plan(store: RunStore, refs: list[str], *, broken: bool = False, comparison: str | None = None,

@@ -442,11 +442,12 @@ def _first_saying(on_event, line: str):
     """`on_event`, which says `line` on stderr before the first event."""
     from . import report
 
-    said = []
+    said = False
 
     def relay(event):
+        nonlocal said
         if not said:
-            said.append(True)
+            said = True
             say(report.err, line)
         on_event(event)
     return relay
@@ -807,7 +808,7 @@ def compare(
     from . import compare as cmp
     from . import report
     from .records import Status
-    from .store import RunStore, absolute
+    from .store import RunStore, absolute, check_name
 
     # Each mode takes its own options; any other is refused, not ignored.
     if show is not None and resume is not None:
@@ -876,8 +877,6 @@ def compare(
                              "use a smaller --seed.")
         variants = cmp.expand(base, named, axes,
                               overrides=dict(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov))
-        from .store import check_name
-
         name = check_name(name, "comparison")
     status, live = 0, None
     if show is None:

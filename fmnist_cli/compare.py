@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from .config import DEFAULT_MONITOR, RunConfig, parse_activation, parse_hidden, parse_optimizer
+from .config import DEFAULT_MONITOR, PLACE_FIELDS, RunConfig, parse_activation, parse_hidden, parse_optimizer
 from .engines import best_index
 from .errors import Busy, FmnistError, UsageError
 from .records import (FINISHED, METRICS, RESUMABLE, ComparisonRecord, ComparisonSummary, Plan, RunDone, RunInfo,
@@ -42,7 +42,7 @@ def parse_vary(items: list[str]) -> dict[str, list]:
             if key == "activation":
                 parsed.append(parse_activation(raw))
             elif key == "hidden":
-                parsed.append(parse_hidden(raw.replace("-", ",").replace("x", ",")))
+                parsed.append(parse_hidden(raw))
             elif key == "optimizer":
                 parsed.append(parse_optimizer(raw))
             elif key == "batch_size":
@@ -304,14 +304,9 @@ def _slot(store: RunStore, vi: int, r: int, run_id: str | None, errors: dict,
                        best_epoch=info.get("best_epoch"), best_val_accuracy=info.get("best_val_accuracy"),
                        seconds=info.get("seconds"), group_size=info.get("group_size", 1),
                        resumed_from=info.get("resumed_from"), reused_from=info.get("reused_from"),
-                       test_accuracy=_test_accuracy(info),
+                       test_accuracy=info.test_accuracy,
                        pid=info.get("pid") if info.status == Status.RUNNING else None,
                        history=info.history if info.status != Status.BROKEN else None)
-
-
-def _test_accuracy(info: RunInfo) -> float | None:
-    test = info.get("evaluations", {}).get("test")
-    return test.accuracy if test is not None else None
 
 
 def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | None = None) -> ComparisonSummary:
@@ -354,12 +349,12 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
     # The base without what the variants set: `compare sgd adam`'s base optimizer is the default
     # (rmsprop), which no variant trained with; printed, it read as if one had.
     varied = sorted({key for v in record.variants for key in v.settings})
-    # nor a run's place (name, comparison, variant, repeat), always null in a base
-    base = {k: v for k, v in record.base.items() if k not in varied and k not in ("name", "comparison", "variant", "repeat")}
+    # nor a run's place (name, comparison, ...), always null in a base
+    base = {k: v for k, v in record.base.items() if k not in varied and k not in PLACE_FIELDS}
     summary = ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
                                 base=base, varied=varied, monitor=monitor, variants=variants, best_variant=best,
                                 status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)
-    for v, values in zip(summary.variants, setting_columns(summary).values()):
+    for v, values in zip(summary.variants, _varied_values(record, varied)):
         v.values = values
     return summary
 
@@ -424,66 +419,45 @@ def aggregate(slot_list: list[SlotSummary], monitor: str = DEFAULT_MONITOR) -> d
         "final": {m: stat([h[m][-1] for h in histories]) for m in METRICS},
         "best_val_accuracy": stat([h["val_accuracy"][i] for h, i in zip(histories, best_idx)]),
         "best_epoch": stat([i + 1 for i in best_idx]),
-        "seconds_per_epoch": stat(secs) if secs else {"mean": None, "std": None, "n": 0},
+        "seconds_per_epoch": stat(secs),
         # the saved models' test accuracy, over the seeds `fmnist evaluate --split test` scored
         # (completed runs only: a diverged or interrupted one may carry a score of other weights)
         "test_accuracy": stat([s.test_accuracy for s in usable if s.status == Status.COMPLETED]),
     }
 
 
-def setting_columns(summary: ComparisonSummary) -> dict[str, dict]:
-    """Per variant label, its varied settings as CSV columns, so that a table of accuracy against a
-    setting needs no parsing of labels: optimizer (its name) and, where any variant sets them, lr,
-    momentum and nesterov; hidden as `--vary` writes it (300-100); activation, dropout, batch_size."""
-    out = {v.label: {} for v in summary.variants}
-    for key in summary.varied:
-        for v in summary.variants:
-            value = v.settings.get(key)
-            if key == "optimizer" and isinstance(value, dict):
-                out[v.label]["optimizer"] = value.get("name")
-                spec = _spec(value)
-                # what each trained with, Keras's defaults and the names' own momentum included
-                effective = {"learning_rate": spec.rate if spec else None,
-                             "momentum": _momentum(spec), "nesterov": _nesterov(spec)}
-                for field in ("learning_rate", "momentum", "nesterov"):
-                    if any((u.settings.get(key) or {}).get(field) is not None for u in summary.variants):
-                        out[v.label]["lr" if field == "learning_rate" else field] = effective[field]
-            elif key == "hidden" and isinstance(value, list):
-                out[v.label][key] = "-".join(map(str, value))
+def _varied_values(record: ComparisonRecord, varied: list[str]) -> list[dict]:
+    """Per variant, its varied settings flat, as the CSV's columns, so that a table of accuracy
+    against a setting needs no parsing of labels: optimizer (its name) and, where any variant sets
+    them, lr, momentum and nesterov as it trained with them (Keras's defaults filled in); hidden as
+    `--vary` writes it (300-100); activation, dropout, batch_size."""
+    spec_fields = {field for v in record.variants for field, given in (v.settings.get("optimizer") or {}).items()
+                   if given is not None and field != "name"}
+    out = []
+    for v in record.variants:
+        config, values = v.run_config, {}
+        for key in varied:
+            if key == "optimizer":
+                values["optimizer"] = config.optimizer.name
+                trained = config.optimizer.trained_with()
+                for field, column in (("learning_rate", "lr"), ("momentum", "momentum"), ("nesterov", "nesterov")):
+                    if field in spec_fields:
+                        values[column] = trained[column]
+            elif key == "hidden":
+                values[key] = "-".join(map(str, config.hidden))
             else:
-                out[v.label][key] = value
+                values[key] = getattr(config, key)
+        out.append(values)
     return out
-
-
-def _spec(value: dict):
-    from .config import OptimizerSpec
-
-    try:
-        return OptimizerSpec(**value)
-    except TypeError:   # a hand-edited record
-        return None
-
-
-def _momentum(spec) -> float | None:
-    if spec is None or spec.keras_class != "SGD":
-        return None
-    return spec.keras_kwargs().get("momentum", 0.0)
-
-
-def _nesterov(spec) -> bool | None:
-    if spec is None or spec.keras_class != "SGD":
-        return None
-    return bool(spec.keras_kwargs().get("nesterov", False))
 
 
 def csv_rows(summary: ComparisonSummary) -> list[dict]:
     """One row per variant and epoch: its varied settings, its seeds, the metrics' mean and std over
     them, and the variant's best val accuracy (mean, std) and best epoch (mean) on every row."""
     rows = []
-    settings = setting_columns(summary)
     for v in summary.variants:
         agg = v.aggregate
-        head = {"comparison": summary.comparison_id, "variant": v.label, **settings[v.label], "status": v.status.value}
+        head = {"comparison": summary.comparison_id, "variant": v.label, **(v.values or {}), "status": v.status.value}
         tail = {"best_val_accuracy_mean": agg["best_val_accuracy"]["mean"],
                 "best_val_accuracy_std": agg["best_val_accuracy"]["std"], "best_epoch_mean": agg["best_epoch"]["mean"]}
         if not agg["epochs"]:   # no seed has figures yet: one row, so the variant still shows
@@ -504,7 +478,7 @@ def write_csv(summary: ComparisonSummary, path: Path) -> None:
     import io
 
     buf = io.StringIO()
-    varied = list(next(iter(setting_columns(summary).values()), {}))
+    varied = list(summary.variants[0].values or {}) if summary.variants else []
     fields = (["comparison", "variant", *varied, "status", "epoch", "n", "of"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
               + ["best_val_accuracy_mean", "best_val_accuracy_std", "best_epoch_mean"])
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")

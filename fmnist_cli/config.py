@@ -61,11 +61,21 @@ class OptimizerSpec:
         return OPTIMIZERS[self.name][0]
 
     @property
-    def rate(self) -> float:
-        """The learning rate it trains with: its own, else Keras's default (0.01 for SGD, else 0.001)."""
-        if self.learning_rate is not None:
-            return self.learning_rate
+    def default_rate(self) -> float:
+        """Keras's default learning rate for its class: 0.01 for SGD, else 0.001."""
         return KERAS_DEFAULT_LR.get(self.keras_class, 0.001)
+
+    @property
+    def rate(self) -> float:
+        """The learning rate it trains with: its own, else Keras's default."""
+        return self.learning_rate if self.learning_rate is not None else self.default_rate
+
+    def trained_with(self) -> dict:
+        """The rate, momentum and nesterov it trains with, Keras's defaults and the name's own settings
+        filled in (`momentum` is SGD with 0.9); momentum and nesterov are None outside the SGD family."""
+        kwargs, sgd = self.keras_kwargs(), self.keras_class == "SGD"
+        return {"lr": self.rate, "momentum": kwargs.get("momentum", 0.0) if sgd else None,
+                "nesterov": bool(kwargs.get("nesterov", False)) if sgd else None}
 
     def keras_kwargs(self) -> dict:
         """Arguments for the Keras optimizer class: fixed ones of the name, then the overrides."""
@@ -167,12 +177,12 @@ def _validate_optimizer(spec: OptimizerSpec) -> None:
 
 
 def parse_hidden(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
-    """`100`, `300,100` or `300-100` (as tables and --vary write it) -> (300, 100). Every size a
-    positive integer, at most 8 layers."""
+    """`100`, `300,100`, `300-100` (as tables and --vary write it) or `300x100` -> (300, 100). Every
+    size a positive integer, at most 8 layers."""
     if isinstance(text, (list, tuple)):
         sizes = list(text)
     else:
-        joined = re.sub(r"(?<=\d)-(?=\d)", ",", str(text).replace(" ", ""))
+        joined = re.sub(r"(?<=\d)[-x](?=\d)", ",", str(text).replace(" ", ""))
         raw = [p.strip() for p in joined.split(",")]
         if raw == [""]:
             raise UsageError("--hidden needs at least one layer size, e.g. --hidden 100 or --hidden 300,100.")
@@ -210,6 +220,10 @@ def parse_activation(text: str) -> str:
 
 
 BACKEND_SHORT = {"tensorflow": "tf"}   # in tables; jax is short already
+
+
+# RunConfig's fields that say where a run belongs, not how it trains.
+PLACE_FIELDS = ("name", "comparison", "variant", "repeat")
 
 
 @dataclass

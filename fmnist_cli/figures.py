@@ -133,10 +133,8 @@ NUMERIC = {"lr": True, "dropout": False, "batch_size": True, "momentum": False}
 def sweep_axis(summary) -> str | None:
     """The numeric setting the variants sweep (lr, dropout, batch_size, momentum) with at least 3
     values, the one with the most where several are; None when there is none to draw against."""
-    from .compare import setting_columns
-
-    columns = setting_columns(summary)
-    counts = {key: len({c.get(key) for c in columns.values()} - {None}) for key in NUMERIC}
+    columns = [v.values or {} for v in summary.variants]
+    counts = {key: len({c.get(key) for c in columns} - {None}) for key in NUMERIC}
     key = max(counts, key=counts.get)
     return key if counts[key] >= 3 else None
 
@@ -145,19 +143,18 @@ def _sweep_panel(ax, summary, key: str) -> None:
     """Best val accuracy (mean ± std over seeds) against `key`, a line per combination of the other
     varied settings (adam, sgd, ...): where a sweep peaks, and whether its neighbours are within the
     seeds' spread."""
-    from .compare import setting_columns
     from .records import Status
 
     plt = _pyplot()
-    columns = setting_columns(summary)
     lines: dict[str, list] = {}
     missing: dict[str, list] = {}   # values without figures (every seed diverged, say): in the legend
     for v in summary.variants:
         mean, std = v.aggregate["best_val_accuracy"]["mean"], v.aggregate["best_val_accuracy"]["std"]
-        x = columns[v.label].get(key)
+        values = v.values or {}
+        x = values.get(key)
         if x is None:
             continue
-        rest = " ".join(str(value) for k, value in columns[v.label].items() if k != key and value is not None)
+        rest = " ".join(str(value) for k, value in values.items() if k != key and value is not None)
         if mean is None:
             missing.setdefault(rest, []).append(f"{key}={x:g} {v.status}")
             continue

@@ -49,6 +49,20 @@ class Status(str, enum.Enum):
         return self.value
 
 
+def parse_statuses(text: str | None, allowed) -> set[Status]:
+    """`--status completed,diverged` -> {Status.COMPLETED, Status.DIVERGED}, each one of `allowed`."""
+    from .errors import UsageError
+
+    names = [part.strip().lower() for part in (text or "").split(",") if part.strip()]
+    choices = ", ".join(s.value for s in allowed)
+    if text is not None and not names:
+        raise UsageError(f"--status takes one or more of {choices}, comma-separated.")
+    for name in names:
+        if name not in {s.value for s in allowed}:
+            raise UsageError(f"Unknown status {name!r} for --status; choose from {choices}.")
+    return {Status(name) for name in names}
+
+
 # Results a resume keeps: a diverged seed would diverge again.
 FINISHED = (Status.COMPLETED, Status.DIVERGED)
 # Runs a resume continues from their checkpoints (`train --resume`, `compare --resume`).
@@ -319,6 +333,12 @@ class RunInfo(Record):
             return ""
 
     @property
+    def test_accuracy(self) -> float | None:
+        """Its saved model's accuracy on the test split, once `fmnist evaluate --split test` scored it."""
+        test = (self.record.evaluations if self.record else {}).get("test")
+        return test.accuracy if test is not None else None
+
+    @property
     def saved_val_accuracy(self) -> float | None:
         """The val accuracy of the epoch model.keras holds, what `evaluate --split val` gives: the best
         epoch's with early stopping, else the last one's (a run being trained: its checkpoint's)."""
@@ -509,7 +529,7 @@ def whole_epochs(per_epoch: dict) -> int:
     """How many epochs every seed reached, from a metric's per-epoch figures (`n` for each): past them
     the mean is over the seeds still going (the others stopped early), so curves stop or change there."""
     counts = per_epoch["n"]
-    return sum(1 for k in counts if k == max(counts)) if counts else 0
+    return counts.count(max(counts)) if counts else 0
 
 
 @dataclass(kw_only=True)

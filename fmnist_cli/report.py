@@ -475,10 +475,11 @@ def auto_id_width() -> int:
 def runs_table(records: list, console: Console, sort: str = "created") -> None:
     """One line per run; its config ends with its backend (tf or jax), and a seed column follows when
     the runs differ in seed. Narrow: the time goes first, then when (the id starts with it), then test
-    acc (first of all when no run has one), then the seed, then the config. Before any of that, ids longer than any unnamed run's (a long --name) are cut with "…",
-    then the config; other ids only when nothing is left to drop."""
-    tests = [r.get("evaluations", {}).get("test") for r in records]
-    no_tests = all(t is None or t.accuracy is None for t in tests)
+    acc (first of all when no run has one), then the seed; only then is the config cut, and last left
+    out, with the column `sort` names. Ids longer than any unnamed run's (a long --name) are cut with
+    "…" before anything goes; other ids only when nothing is left to drop."""
+    tests = [r.test_accuracy for r in records]
+    no_tests = all(t is None for t in tests)
     cols = [Col("id", [Text(r.id) for r in records], "left", cut=2, least=auto_id_width()),
             Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=4),
             # the backend ends the config: on a narrow terminal the config is cut from its end
@@ -490,7 +491,7 @@ def runs_table(records: list, console: Console, sort: str = "created") -> None:
               if len({r.config.seed for r in records if r.config is not None}) > 1 else []),
             Col("val acc", [fmt(r.saved_val_accuracy) for r in records]),   # what `evaluate` reproduces
             # the column a list is sorted by goes last, after the config (`--sort test_acc`, `--sort time`)
-            Col("test acc", [fmt(t.accuracy if t else None) for t in tests],
+            Col("test acc", [fmt(t) for t in tests],
                 drop=1 if sort == "test_acc" else 6 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),
             # a copy made by `compare --reuse` was not trained here: its time is its source's
@@ -751,7 +752,7 @@ def comparison_table(summary, console: Console) -> None:
              Col("best val acc", [best(v.aggregate) for v in variants]),
              # once `fmnist evaluate --comparison ID --split test` scored its saved models
              *([Col("test acc", [pm(v.aggregate["test_accuracy"]) for v in variants], drop=2)]
-               if any(v.aggregate.get("test_accuracy", {}).get("n") for v in variants) else []),
+               if any(v.aggregate["test_accuracy"]["n"] for v in variants) else []),
              Col("s/epoch", [pm(v.aggregate["seconds_per_epoch"], 2) for v in variants], drop=4),
              Col("curve", [sparkline(c, lo, hi) for c in curves], "left", drop=7),
              Col("status", [colored(v.status) for v in variants], "left")]

@@ -16,14 +16,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RunConfig
+from .config import PLACE_FIELDS, RunConfig
 from .errors import FmnistError
 from .records import FINISHED, RunInfo, Status
 from .store import RunStore, in_comparison
-
-# Labels of a run within a comparison: they say where it belongs, not how it was trained.
-PLACE = ("name", "comparison", "variant", "repeat")
-
 
 @dataclass
 class Reused:
@@ -36,7 +32,7 @@ class Reused:
 def training_settings(config: RunConfig) -> dict:
     """What defines a run's training: its config without its place in a comparison (`auto` is
     the fused engine, so the two are one)."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in PLACE}
+    settings = {k: v for k, v in config.to_dict().items() if k not in PLACE_FIELDS}
     settings["engine"] = config.resolved_engine
     return settings
 
@@ -83,7 +79,7 @@ def sources(store: RunStore, runs: list[RunInfo], exclude: str | None = None) ->
     return out
 
 
-def fill(store: RunStore, record, todo: list, data_dir=None, on_copy=None) -> tuple[list[Reused], list]:
+def fill(store: RunStore, record, todo: list, data_dir=None) -> tuple[list[Reused], list]:
     """Copy a matching earlier run into each pending slot of `todo` ((variant, repeat, config)) that
     has one; returns (the slots reused, the slots left to train). `record`'s runs are updated, not
     saved. A copy that cannot be made (the source removed meanwhile, a full disk) leaves its slot to
@@ -105,9 +101,8 @@ def fill(store: RunStore, record, todo: list, data_dir=None, on_copy=None) -> tu
             continue
         taken.add(source.id)   # two slots of one settings (a variant listed twice) get two runs
         record.variants[vi].runs[r] = copy.name
-        reused.append(Reused(variant=vi, repeat=r, run_id=copy.name, source=store.read_record(copy).reused_from))
-        if on_copy:
-            on_copy(reused[-1])
+        # the run that trained it, as copy_run records it: a copy of a copy names the first
+        reused.append(Reused(variant=vi, repeat=r, run_id=copy.name, source=source.get("reused_from") or source.id))
     return reused, left
 
 
@@ -119,11 +114,9 @@ def _matches(store: RunStore, info: RunInfo, here: dict) -> bool:
     if str(record.data_dir) != here["data_dir"]:
         return False
     now = here["setup"](info.config.backend)
-    if now.get("vmaps") and info.config.resolved_engine == "fused":
+    if now["versions"] is None or (now["vmaps"] and info.config.resolved_engine == "fused"):
         return False
-    if (record.versions or {}) != {k: v for k, v in now.items() if k != "vmaps"}:
-        return False
-    return True
+    return (record.versions or {}) == now["versions"]
 
 
 def _here(data_dir) -> dict:
@@ -141,15 +134,16 @@ def _here(data_dir) -> dict:
             os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
             try:
                 backend.configure(name)
-                cache[name] = dict(backend.describe())
+                versions, vmaps = backend.describe(), False
                 if name == "jax":
                     from .engines.fused import vmap_min
 
                     # where seeds train as vmapped families (a GPU, $FMNIST_VMAP_MIN), a slot's numbers
                     # depend on its family: no lone run stands in for it
-                    cache[name]["vmaps"] = vmap_min() < 10**9
+                    vmaps = vmap_min() < 10**9
             except FmnistError:   # Keras runs on the other backend here: no runs of this one are reused
-                cache[name] = {"unavailable": True}
+                versions, vmaps = None, False
+            cache[name] = {"versions": versions, "vmaps": vmaps}
         return cache[name]
 
     return {"data_dir": str(data.load(data_dir).directory), "setup": versions}

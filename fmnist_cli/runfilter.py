@@ -9,7 +9,9 @@ from typing import Any, Callable
 
 from .config import BACKEND_SHORT, BACKENDS, parse_activation, parse_hidden, parse_monitor, parse_optimizer
 from .errors import UsageError
+from . import records
 from .records import Status
+
 
 def _whole(text: str) -> int | None:
     if text.lower() == "none":
@@ -28,7 +30,7 @@ def _number(text: str) -> float:
 
 def _hidden(text: str) -> tuple[int, ...]:
     try:
-        return parse_hidden(text.replace("-", ",").replace("x", ","))   # as --vary reads it
+        return parse_hidden(text)   # 300-100, as --vary reads it
     except UsageError:
         raise ValueError("layer sizes such as 100 or 300-100 (commas separate values)") from None
 
@@ -49,10 +51,7 @@ def _engine(text: str) -> str:
 
 
 def _trained(spec) -> tuple:
-    """What an optimizer spec trains with: its name, and its rate, momentum and nesterov with Keras's
-    defaults filled in, so that `sgd:lr=0.01` is plain `sgd` (whose default rate that is)."""
-    kwargs = spec.keras_kwargs()
-    return (spec.name, spec.rate, kwargs.get("momentum"), kwargs.get("nesterov"))
+    return (spec.name, *spec.trained_with().values())
 
 
 def _optimizer(text: str):
@@ -62,7 +61,8 @@ def _optimizer(text: str):
 
 
 # key -> (what a run's config has, how a typed value becomes comparable). The optimizer matches by its
-# name (`adam`) or its whole label (`sgd:lr=0.1`); lr by the rate the run trained with, defaults included.
+# name (`adam`) or by what a whole spec trains with (`sgd:lr=0.01` is plain sgd); lr by the rate the
+# run trained with, Keras's defaults included.
 KEYS: dict[str, tuple[Callable[[Any], Any], Callable[[str], Any]]] = {
     "optimizer": (lambda c: {c.optimizer.name, _trained(c.optimizer)}, _optimizer),
     "lr": (lambda c: c.optimizer.rate, _number),
@@ -88,14 +88,9 @@ ALIASES = {"learning_rate": "lr", "optimiser": "optimizer", "patience": "early_s
 SORTS = {
     "created": (lambda r: r.created, True),
     "val_acc": (lambda r: r.saved_val_accuracy, True),
-    "test_acc": (lambda r: _test_accuracy(r), True),
+    "test_acc": (lambda r: r.test_accuracy, True),
     "time": (lambda r: r.get("seconds"), False),
 }
-
-
-def _test_accuracy(run) -> float | None:
-    test = run.get("evaluations", {}).get("test")
-    return test.accuracy if test is not None else None
 
 
 @dataclass(frozen=True)
@@ -156,15 +151,7 @@ LISTED = tuple(s for s in Status if s not in (Status.MISSING, Status.INCOMPLETE)
 
 
 def parse_statuses(text: str | None) -> set[Status]:
-    """--status completed,diverged -> {Status.COMPLETED, Status.DIVERGED}."""
-    names = [part.strip().lower() for part in (text or "").split(",") if part.strip()]
-    allowed = ", ".join(s.value for s in LISTED)
-    if text is not None and not names:
-        raise UsageError(f"--status takes one or more of {allowed}, comma-separated.")
-    for name in names:
-        if name not in {s.value for s in LISTED}:
-            raise UsageError(f"Unknown status {name!r} for --status; choose from {allowed}.")
-    return {Status(name) for name in names}
+    return records.parse_statuses(text, LISTED)
 
 
 def parse_sort(text: str | None) -> str:

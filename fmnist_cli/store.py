@@ -233,7 +233,7 @@ def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str, plur
     if ref in names:
         return ref
     # a --name whole (`lr-sweep`) before parts of ids: it is also part of `lr-sweep-wide`'s id
-    named = [n for n in names if _ID_NAME.match(n) and _ID_NAME.match(n).group(1) == ref]
+    named = [n for n in names if (m := _ID_NAME.match(n)) and m.group(1) == ref]
     matches = (named or [n for n in names if n.startswith(ref) or n.endswith(ref)]
                or [n for n in names if ref in n])
     if len(matches) == 1:
@@ -312,9 +312,7 @@ class RunStore:
                 for name in ("history.json", "model.keras"):
                     if name == "model.keras" and record.status == Status.DIVERGED and not (source / name).exists():
                         continue   # a run that diverged in its first epoch has its history alone
-                    shutil.copyfile(source / name, staging / name)
-                    with open(staging / name, "rb+") as fh:
-                        os.fsync(fh.fileno())
+                    atomic_write_bytes(staging / name, (source / name).read_bytes())
             copied = RunRecord.from_json({**record.to_json(), "id": run_id, "created": now("microseconds"),
                                           "comparison": config.comparison,
                                           "reused_from": record.reused_from or source.name})

@@ -177,3 +177,13 @@ def test_where_reads_values_as_train_and_vary_write_them(runs_dir, fake_engine):
     assert _ids("--where", "hidden=16x8") == [spec]
     assert_clean_error(invoke("runs", "--where", "backend=torch"), 2, "backend takes one of tensorflow, jax")
     assert_clean_error(invoke("runs", "--where", "optimizer=foo"), 2, "Unknown optimizer 'foo'")
+
+
+def test_runs_help_names_every_where_key_and_status(monkeypatch):
+    """The help text is written out (importing the filters would slow `fmnist --help`): kept in step."""
+    from fmnist_cli import runfilter
+
+    monkeypatch.setenv("COLUMNS", "300")
+    text = " ".join(invoke("runs", "--help").stdout.split())
+    assert all(key in text for key in runfilter.KEYS)
+    assert all(status.value in text for status in runfilter.LISTED)

@@ -14,8 +14,6 @@ epoch events. One interface, so the rest of the tool never cares which engine ra
 
 from __future__ import annotations
 
-import dataclasses
-
 import math
 import struct
 from dataclasses import dataclass, field
@@ -146,13 +144,12 @@ def get(name: str):
 
 
 def divergence_hint(config) -> str:
-    """What to try instead: a lower rate than the one that diverged (Keras's default when none was
-    given), and for the SGD family an adaptive optimizer too."""
+    """What to try instead: a lower rate (Keras's default where the rate was above it, else a tenth
+    of it), and for the SGD family an adaptive optimizer too."""
     spec = config.optimizer
     lr = spec.learning_rate
     now = f" (now {lr:g})" if lr is not None else ""
-    default = dataclasses.replace(spec, learning_rate=None).rate
-    lower = default if spec.rate > default else spec.rate / 10   # Keras's default, else a tenth
+    lower = spec.default_rate if spec.rate > spec.default_rate else spec.rate / 10
     other = ", or pick an adaptive optimizer such as adam" if spec.keras_class == "SGD" else ""
     return (f"The loss exploded (NaN, infinite or above {EXPLODED_LOSS:g}, where guessing scores 2.3): "
             f"lower the learning rate{now}, e.g. --learning-rate {lower:g}{other}.")

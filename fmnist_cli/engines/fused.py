@@ -238,14 +238,8 @@ class _JaxProgram:
             loss_sums.block_until_ready()
             return carry, loss_sums, correct_sums
 
-        if (end - first) in self._compiled:
-            results = _side_by_side(run, len(self.lanes))
-        else:
-            # Tracing and compiling (or loading from the cache) one lane after another: side by
-            # side they contend for the GIL and the cores, and a cold start of 6 lanes took 4.6-5.7 s
-            # for its first epoch, against 3.2 s so (and 3.0 s for one program).
-            results = [run(i) for i in range(len(self.lanes))]
-            self._compiled.add(end - first)
+        results = _side_by_side(run, len(self.lanes), compiled=(end - first) in self._compiled)
+        self._compiled.add(end - first)
         for lane, (carry, _, _) in zip(self.lanes, results):
             for f, state in zip(lane, carry):
                 self.carry[f] = state
@@ -372,12 +366,15 @@ def lanes_for(cores: int) -> int:
     return 1 if cores <= 1 else 4 * cores
 
 
-def _side_by_side(run, count: int) -> list:
+def _side_by_side(run, count: int, compiled: bool = True) -> list:
     """[run(0), ..., run(count - 1)], each but the first in a thread of its own (created per call: a
-    pool's idle threads would keep the process from leaving at once, see entry._leave). The first
-    error is raised once all have finished."""
-    if count == 1:
-        return [run(0)]
+    pool's idle threads would keep the process from leaving at once, see entry._leave). The lowest
+    lane's error is raised once all have finished. Not `compiled` (the lanes' first call of a
+    segment length traces and compiles them, or loads them from the cache): one after another, as
+    side by side they contend for the GIL and the cores; a cold start of 6 lanes took 4.6-5.7 s for
+    its first epoch, against 3.2 s so (and 3.0 s for one program)."""
+    if count == 1 or not compiled:
+        return [run(i) for i in range(count)]
     import threading
 
     results, errors = [None] * count, {}
@@ -595,16 +592,15 @@ class _TensorFlowProgram:
         first, end = bounds
         length, start = end - first, tf.constant(first, tf.int32)
 
-        def run(i):
-            return self._segments[length, i](idx, mask, xs, ys, start)
-
-        if (length, 0) in self._segments:
-            # TensorFlow runs each before returning: from threads, the lanes run side by side
-            parts = _side_by_side(run, len(self.lanes))
-        else:   # tracing and compiling: one lane after another (see _JaxProgram.segment)
+        compiled = (length, 0) in self._segments
+        if not compiled:
             for i, runs in enumerate(self.lanes):
                 self._segments[length, i] = self._make_segment(length, runs)
-            parts = [run(i) for i in range(len(self.lanes))]
+
+        def run(i):   # TensorFlow runs it before returning: from threads, the lanes run side by side
+            return self._segments[length, i](idx, mask, xs, ys, start)
+
+        parts = _side_by_side(run, len(self.lanes), compiled=compiled)
         return (np.concatenate([np.asarray(p[0]) for p in parts])[self._lane_order],
                 np.concatenate([np.asarray(p[1]) for p in parts])[self._lane_order])
 
@@ -676,7 +672,7 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
     last = [program.snapshot(k) if first > 1 else None for k in range(len(configs))]
     best = list(last)
     interrupted = False
-    ahead = {}
+    ahead = None   # the next epoch's batch order, being made in a thread
 
     for epoch in range(first, max(c.epochs for c in configs) + 1):
         active = [k for k, t in enumerate(trackers) if not t.done and epoch <= configs[k].epochs]
@@ -688,9 +684,8 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
         for k in active:
             on_event(EpochStart(member=k, epoch=epoch, steps=steps))
         t0 = time.perf_counter()
-        idx, mask = ahead.pop(epoch) if epoch in ahead else program.order(seeds, epoch)
-        if epoch < max(c.epochs for c in configs):   # the next epoch's, while this one trains
-            ahead = _Ahead(program.order, seeds, epoch + 1)
+        idx, mask = ahead.result() if ahead else program.order(seeds, epoch)
+        ahead = _Ahead(program.order, seeds, epoch + 1) if epoch < max(c.epochs for c in configs) else None
         losses, corrects = [], []
         for bounds in segments:
             if should_stop():
@@ -731,25 +726,22 @@ class _Ahead:
     """An epoch's batch order, worked out in a thread while the epoch before it trains: its sorts
     (about 9 ms a run on the CPU) then use a core the training leaves idle (between the products, or
     beside a lane). It depends on (seed, epoch) alone, so when it is made does not matter.
-    `pop(epoch)` waits for it; an error there is raised then."""
+    `result()` waits for it; an error there is raised then."""
 
     def __init__(self, order, seeds, epoch: int):
         import threading
 
-        self.epoch, self._result, self._error = epoch, None, None
+        self._result, self._error = None, None
         self._thread = threading.Thread(target=self._run, args=(order, seeds, epoch), daemon=True)
         self._thread.start()
 
     def _run(self, order, seeds, epoch):
         try:
             self._result = order(seeds, epoch)
-        except BaseException as err:   # raised in the epoch loop's thread, by pop
+        except BaseException as err:   # raised in the epoch loop's thread, by result()
             self._error = err
 
-    def __contains__(self, epoch) -> bool:
-        return epoch == self.epoch
-
-    def pop(self, epoch):
+    def result(self):
         self._thread.join()
         if self._error is not None:
             raise self._error
