@@ -472,16 +472,27 @@ def auto_id_width() -> int:
     return len("20260101-120000-") + max(map(len, OPTIMIZERS)) + 1 + max(map(len, ACTIVATIONS)) + len("-abcd")
 
 
+def short_comparison(comparison_id: str | None) -> str:
+    """A comparison's id without its date and time (`20261129-085129-demo-e4f8` -> `demo-e4f8`), or
+    "-" for none; an id of another form whole."""
+    if not comparison_id:
+        return "-"
+    parts = comparison_id.split("-", 2)
+    return parts[2] if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() else comparison_id
+
+
 def runs_table(records: list, console: Console, sort: str = "created") -> None:
-    """One line per run; its config ends with its backend (tf or jax), and a seed column follows when
-    the runs differ in seed. Narrow: the time goes first, then when (the id starts with it), then test
-    acc (first of all when no run has one), then the seed; only then is the config cut, and last left
-    out, with the column `sort` names. Ids longer than any unnamed run's (a long --name) are cut with
-    "…" before anything goes; other ids only when nothing is left to drop."""
+    """One line per run; its config ends with its backend (tf or jax), a seed column follows when
+    the runs differ in seed, and a comparison column when any belongs to one. Narrow: the time goes
+    first, then when (the id starts with it), then the comparison, then test acc (first of all when
+    no run has one), then the seed; only then is the config cut, and last left out, with the column
+    `sort` names. Ids longer than any unnamed run's (a long --name) are cut with "…" before anything
+    goes; other ids only when nothing is left to drop."""
     tests = [r.test_accuracy for r in records]
     no_tests = all(t is None for t in tests)
+    comparisons = [r.config.comparison if r.config is not None else None for r in records]
     cols = [Col("id", [Text(r.id) for r in records], "left", cut=2, least=auto_id_width()),
-            Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=4),
+            Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=5),
             # the backend ends the config: on a narrow terminal the config is cut from its end
             # what tells runs apart: the time, when, test acc and seed go before it is cut
             Col("config", [Text(r.config.short(backend=True) if r.config is not None else "?") for r in records], "left",
@@ -489,14 +500,18 @@ def runs_table(records: list, console: Console, sort: str = "created") -> None:
             # only when the seeds differ: a seed sweep's runs share every other word of the config
             *([Col("seed", [str(r.config.seed) if r.config is not None else "?" for r in records], drop=2)]
               if len({r.config.seed for r in records if r.config is not None}) > 1 else []),
+            # which comparison a run is a slot of, by the part of its id after the time (`demo-e4f8`):
+            # enough for `compare --show`, `report` and `runs -c`, which take a part of an id
+            *([Col("comparison", [Text(short_comparison(c)) for c in comparisons], "left", drop=4)]
+              if any(comparisons) else []),
             Col("val acc", [fmt(r.saved_val_accuracy) for r in records]),   # what `evaluate` reproduces
             # the column a list is sorted by goes last, after the config (`--sort test_acc`, `--sort time`)
             Col("test acc", [fmt(t) for t in tests],
-                drop=1 if sort == "test_acc" else 6 if no_tests else 3),
+                drop=1 if sort == "test_acc" else 7 if no_tests else 3),
             Col("status", [colored(r.status) for r in records], "left"),
             # a copy made by `compare --reuse` was not trained here: its time is its source's
             Col("time", ["copy" if r.get("reused_from") else duration(r.get("seconds")) for r in records],
-                drop=1 if sort == "time" else 5)]
+                drop=1 if sort == "time" else 6)]
     console.print(fitted_table(cols, console.width))
     broken = [r for r in records if r.status == Status.BROKEN]
     for r in broken[:5]:

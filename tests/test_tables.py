@@ -364,3 +364,20 @@ def test_curves_stop_where_a_seed_stopped_early():
     assert whole_epochs({"mean": [0.6, 0.7, 0.72, 0.81, 0.8], "n": [3, 3, 3, 1, 1]}) == 3
     assert whole_epochs({"mean": [0.6, 0.7], "n": [2, 2]}) == 2
     assert whole_epochs({"mean": [], "n": []}) == 0
+
+
+def test_runs_table_names_each_runs_comparison(runs_dir, fake_engine):
+    assert invoke("train", "--epochs", "2", "--json").exit_code == 0
+    assert invoke("runs").stdout.count("comparison") == 0   # no run in one: no column
+    assert invoke("compare", "sgd", "adam", "--epochs", "2", "--name", "demo", "--json").exit_code == 0
+    records = RunStore(runs_dir).list_runs()
+    cid = RunStore(runs_dir).load_comparison("latest").id
+    short = report.short_comparison(cid)
+    assert short.startswith("demo-") and cid.endswith(short)
+    text = render(lambda c: report.runs_table(records, c), 200)
+    assert "comparison" in headers(text)
+    lines = text.splitlines()[2:]
+    assert sum(short in line for line in lines) == 2 and len(lines) == 3
+    # what the column shows is a ref the other commands take
+    assert invoke("compare", "--show", short).exit_code == 0
+    assert report.short_comparison(None) == "-" and report.short_comparison("odd") == "odd"
