@@ -214,8 +214,16 @@ def _is_leftover(name: str) -> bool:
 
 
 def _stale(path: Path) -> bool:
+    """Untouched for STALE_SECONDS. A folder being filled (a run copied or received) counts as touched
+    while any file in it is being written: a long write of one large model.keras leaves the folder's
+    own time alone."""
     try:
-        return time.time() - path.lstat().st_mtime > STALE_SECONDS
+        newest = path.lstat().st_mtime
+        if path.is_dir() and not path.is_symlink():
+            for child in path.iterdir():
+                with contextlib.suppress(OSError):
+                    newest = max(newest, child.lstat().st_mtime)
+        return time.time() - newest > STALE_SECONDS
     except OSError:
         return False
 

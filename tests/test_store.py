@@ -676,3 +676,20 @@ def test_refs_resolve_an_id_then_a_whole_name_then_parts():
     assert resolve("9c01") == ids[1] and resolve("101500") == ids[0]
     with pytest.raises(RunNotFound, match=r"'lr-sw' matches 2 comparisons \(20261129-101500-lr-sweep-3f2a, "):
         resolve("lr-sw")
+
+
+def test_a_folder_being_filled_is_not_taken_for_a_leftover(runs_dir):
+    """A run being copied or received is staged in a hidden folder; a listing removes such folders
+    once stale, but not while a file in them is still being written (a large model.keras)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    old = time.time() - 3600
+    busy, dead = runs_dir / ".new-20260101-120000-adam-relu-aaaa", runs_dir / ".new-20260101-120000-adam-relu-bbbb"
+    for folder in (busy, dead):
+        folder.mkdir()
+        (folder / "history.json").write_text("{}")
+        os.utime(folder / "history.json", (old, old))
+    (busy / ".model.keras.0123456789ab.tmp").write_bytes(b"still being written")
+    for folder in (busy, dead):
+        os.utime(folder, (old, old))
+    RunStore(runs_dir).list_runs()
+    assert busy.exists() and not dead.exists()
