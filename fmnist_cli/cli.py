@@ -549,8 +549,9 @@ def report_command(
     Inline CSS and SVG figures; no scripts, nothing fetched from the network.
 
     REF is looked up among comparison ids (date-time-cmp-xxxx) and run ids together, as elsewhere: the
-    whole id, a unique prefix or suffix, or any unique part; a part that matches both a comparison and
-    a run is refused (give more of the id). A path to a run folder is a run. 'latest' (the default) is
+    whole id, a --name whole, a unique prefix or suffix, or any unique part; a part that matches both
+    a comparison and a run is refused (give more of the id). A comparison's --name wins over its runs'
+    ids, which say optimizer-activation. A path to a run folder is a run. 'latest' (the default) is
     the newest finished run, or the comparison it belongs to.
 
     Examples:

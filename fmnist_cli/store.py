@@ -786,6 +786,17 @@ class RunStore:
         if "/" in ref or os.sep in ref:
             return "run", self.resolve_run(ref)
         cids = self.comparison_ids()
+        # A comparison's name is always a --name; a run's may be its default optimizer-activation
+        # slug. So `compare --name adam-relu`'s own runs (named adam-relu by default) do not make
+        # `report adam-relu` ambiguous: only a run given that --name does.
+        named = [c for c in cids if (m := _ID_NAME.match(c)) and m.group(1) == ref]
+        def given(run_dir: Path) -> bool:   # named so by --name (or unknown: a damaged config)
+            config = self.load_run(run_dir).config
+            return config is None or config.name == ref
+
+        if len(named) == 1 and not any(given(p) for p in self._run_dirs()
+                                       if (m := _ID_NAME.match(p.name)) and m.group(1) == ref):
+            return "comparison", named[0]
         name = resolve_ref(ref, cids + [p.name for p in self._run_dirs()], "run or comparison",
                            "fmnist runs` and `fmnist compare --list", plural="runs and comparisons")
         return ("comparison", name) if name in cids else ("run", self.root / name)

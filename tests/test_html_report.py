@@ -185,6 +185,16 @@ def test_ids_paths_and_parts_resolve_among_runs_and_comparisons(comparison, runs
     assert store.resolve_any(run_id.split("-", 2)[-1]) == ("run", runs_dir / run_id)   # name and suffix
 
 
+def test_a_comparison_named_like_its_runs_default_name_is_found_by_it(runs_dir, fake_engine):
+    """`compare adam --name adam-relu`: its run's id says adam-relu too, by default; only a run given
+    that --name makes the name ambiguous."""
+    out = json.loads(invoke("compare", "adam", "sgd", "--epochs", "2", "--name", "adam-relu", "--json").stdout)
+    store = RunStore(runs_dir)
+    assert store.resolve_any("adam-relu") == ("comparison", out["comparison_id"])
+    assert invoke("train", "--epochs", "2", "--name", "adam-relu", "--json").exit_code == 0
+    assert_clean_error(invoke("report", "adam-relu", "--html", runs_dir / "r.html"), 2, "matches")
+
+
 @pytest.mark.parametrize("ref, words", [
     ("nosuch", "No run or comparison 'nosuch'; see `fmnist runs` and `fmnist compare --list`"),
     ("2026", "matches 5 runs and comparisons (20"),
