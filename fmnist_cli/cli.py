@@ -71,6 +71,22 @@ def _debug_option():
     return typer.main.get_command(probe).params[0]
 
 
+def _plain_argument(param) -> None:
+    """Typer 0.29 writes a required argument as {DIR} in usage lines, and a list argument's type as
+    <list[str]>: here DIR, as Click and most CLIs write it, and <str>... (one or more)."""
+    usage, shown = param._usage_display_name, param.display_type_rich
+
+    def usage_name():   # {DIR} or {DIR}... -> DIR or DIR...
+        name = usage()
+        return name[1:].replace("}", "", 1) if name.startswith("{") else name
+
+    def type_name(ctx):
+        text = shown(ctx)
+        return text.replace("<list[", "<", 1).replace("]>", ">...", 1) if text and text.startswith("<list[") else text
+
+    param._usage_display_name, param.display_type_rich = usage_name, type_name
+
+
 class _Common:
     """What every fmnist command and group has: --debug, taken like --help (beside the command's own
     parameters, so refuse_options never sees it), and help that starts with its usage line."""
@@ -82,6 +98,8 @@ class _Common:
         for param in params:   # Typer's help gives a flag the metavar <bool>, as if it took a value
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
+            if isinstance(param, typer.core.TyperArgument):
+                _plain_argument(param)
         return params
 
     def parse_args(self, ctx, args):

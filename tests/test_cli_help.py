@@ -92,3 +92,13 @@ def test_help_fits_an_80_column_terminal(page, monkeypatch):
             assert not after.strip() or after.startswith("   "), (line, after)
     examples = [line for line in lines if line.lstrip().startswith("fmnist ")]
     assert all(line.startswith("   fmnist ") for line in examples), examples   # indented under "Examples:"
+
+
+@pytest.mark.parametrize("page", HELP_PAGES)
+def test_help_shows_no_python_types_or_braces(page):
+    """Flags take no <bool>, a list argument is <str>... not <list[str]>, and a required argument is
+    DIR in the usage line, not Typer's {DIR}."""
+    text = invoke(*page.split(), "--help").output
+    assert "<bool>" not in text and "list[" not in text and "{" not in text, text
+    if page == "export tensorboard":
+        assert "DIR [RUN]..." in text and "<str>..." in text
