@@ -241,11 +241,13 @@ def execute(store: RunStore, record: ComparisonRecord, data_dir=None, jobs: int 
         todo = pending_slots(store, record)
         pending = len(todo)
         reused = []
-        if reuse and todo:
-            from .reuse import fill
+        try:
+            if reuse and todo:
+                from .reuse import fill
 
-            reused, todo = fill(store, record, todo, data_dir)
-        store.save_comparison(record)   # adopted and reused runs
+                reused, todo = fill(store, record, todo, data_dir)
+        finally:   # a Ctrl-C while copying keeps the copies made in the record
+            store.save_comparison(record)   # adopted and reused runs
         points = resume_points(store, record, todo)
         units = make_units(store.root, todo, data_dir, points)
         executor = executor or LocalExecutor(jobs)

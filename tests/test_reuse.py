@@ -211,3 +211,27 @@ def test_no_lone_run_stands_in_where_seeds_train_as_vmapped_families(runs_dir, f
     fake_engine.trained.clear()
     compare_json("sgd", *SMALL, "--reuse")
     assert len(fake_engine.trained) == 1
+
+
+def test_a_ctrl_c_while_copying_keeps_the_copies_made(runs_dir, fake_engine, monkeypatch):
+    first = compare_json("sgd", "adam", "rmsprop", *SMALL)
+    made = []
+    original = RunStore.copy_run
+
+    def copy_then_stop(self, source, config):
+        if made:
+            raise KeyboardInterrupt   # the second copy: Ctrl-C
+        made.append(original(self, source, config))
+        return made[-1]
+
+    monkeypatch.setattr(RunStore, "copy_run", copy_then_stop)
+    result = invoke("compare", "sgd", "adam", "rmsprop", *SMALL, "--reuse")
+    assert result.exit_code == 130, result.output
+    store = RunStore(runs_dir)
+    cid, = set(store.comparison_ids()) - {first["comparison_id"]}
+    slots = [run for v in store.read_comparison(cid).variants for run in v.runs]
+    assert slots.count(made[0].name) == 1 and slots.count(None) == 2
+    monkeypatch.setattr(RunStore, "copy_run", original)
+    fake_engine.trained.clear()
+    assert invoke("compare", "--resume", cid, "--reuse").exit_code == 0
+    assert not fake_engine.trained   # the other two copied on resume; nothing trained
