@@ -284,6 +284,15 @@ def describe() -> dict:
     else:
         import tensorflow as tf
 
-        gpus = tf.config.list_logical_devices("GPU")
-        info.update(tensorflow=tf.__version__, device="gpu" if gpus else "cpu")
+        gpus = tf.config.list_physical_devices("GPU")
+        info.update(tensorflow=tf.__version__, device=f"gpu:{_tf_gpu_name(tf, gpus[0])}" if gpus else "cpu")
     return info
+
+
+def _tf_gpu_name(tf, gpu) -> str:
+    """A GPU's model ("NVIDIA H200", as JAX's device_kind says it), so that two GPU models are two
+    setups (`compare --reuse`); "gpu" where TensorFlow does not say."""
+    try:
+        return str(tf.config.experimental.get_device_details(gpu).get("device_name") or "gpu")
+    except Exception:   # details are experimental, and absent on some builds
+        return "gpu"

@@ -235,3 +235,21 @@ def test_a_ctrl_c_while_copying_keeps_the_copies_made(runs_dir, fake_engine, mon
     fake_engine.trained.clear()
     assert invoke("compare", "--resume", cid, "--reuse").exit_code == 0
     assert not fake_engine.trained   # the other two copied on resume; nothing trained
+
+
+def test_a_tensorflow_gpu_is_recorded_by_its_model():
+    """Two GPU models are two setups: TensorFlow's device says which (no GPU here: a stand-in)."""
+    from types import SimpleNamespace
+
+    from fmnist_cli.backend import _tf_gpu_name
+
+    def tf(details):
+        def get(gpu):
+            if details is None:
+                raise RuntimeError("no details on this build")
+            return details
+        return SimpleNamespace(config=SimpleNamespace(experimental=SimpleNamespace(get_device_details=get)))
+
+    assert _tf_gpu_name(tf({"device_name": "NVIDIA H200", "compute_capability": (9, 0)}), "GPU:0") == "NVIDIA H200"
+    assert _tf_gpu_name(tf({}), "GPU:0") == "gpu"
+    assert _tf_gpu_name(tf(None), "GPU:0") == "gpu"
