@@ -226,6 +226,39 @@ LANES_SCRIPT = textwrap.dedent("""
 """)
 
 
+COMPANY_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from fmnist_cli import backend, data
+    from fmnist_cli.config import RunConfig, parse_optimizer
+    name = sys.argv[1]
+    backend.configure(name)
+    from fmnist_cli.engines import fused
+    split = data.make_split(data.load(), limit=6000)
+    cfgs = [RunConfig(backend=name, limit=6000, epochs=3, optimizer=parse_optimizer(o), seed=s, hidden=h).validate()
+            for o, s, h in (("adam:lr=0.003", 44, [100]), ("rmsprop", 2, [100]), ("adam:lr=0.01", 4, [100]),
+                            ("sgd", 5, [100]), ("adam", 6, [1000]), ("sgd:lr=0.1", 7, [100]))]
+    train = lambda configs: fused.train(configs, split, lambda e: None, lambda: False)[0].history
+    out = {"alone": train(cfgs[:1]), "group": train(cfgs)}
+    fused._segments = lambda steps, configs, batch_size: [(a, min(a + 20, steps)) for a in range(0, steps, 20)]
+    out["cut"] = train(cfgs[:1])
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_a_runs_numbers_do_not_depend_on_its_company_or_segments(backend):
+    """Alone, in a group of six (whose epoch and validation set are cut into more pieces) or with its
+    epoch cut into many segments, a run's history is the same bits: its sums do not depend on how
+    the steps or images were cut (a group's train loss, and on TensorFlow its val loss, once
+    differed in the last digits)."""
+    pytest.importorskip(backend)
+    proc = subprocess.run([sys.executable, "-c", COMPANY_SCRIPT, backend], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert out["alone"][metric] == out["group"][metric] == out["cut"][metric], metric
+
+
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_lanes_use_the_cores_and_never_change_the_numbers(backend):
     """A group's families, split into programs run side by side from threads (one per core), train

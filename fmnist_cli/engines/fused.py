@@ -184,30 +184,27 @@ class _JaxProgram:
                 return carry, loss_sums, correct_sums
             return segment
 
-        @jit
-        def means(loss_parts, correct_parts):
-            # per segment, per lane: (steps, the lane's runs) -> per run, in run order. Each lane's sum
-            # over the steps first, as one program summed them: the same bits.
-            def whole(parts):
-                sums = [jnp.concatenate([p[i] for p in parts]).sum(0) for i in range(len(self.lanes))]
-                return sums[0] if len(sums) == 1 else jnp.concatenate(sums)[lane_order]
-            return whole(loss_parts) / n, whole(correct_parts) / n
+        # Scored family by family (see _run_epochs), by one program per architecture: a run's
+        # validation numbers are then its own whatever its company.
+        scorers = {}
 
-        @jit
-        def evaluate(carry, xv, yv):
-            out = []
-            for (members, model, _), (tv, ntv, _) in zip(fams, carry):
-                def score(tv, ntv, model=model):
+        def scorer(f):
+            members, model, _ = fams[f]
+            key = (_architecture(configs[members[0]]) if configs else id(model), len(members) > 1)
+            if key not in scorers:
+                def score(tv, ntv, xv, yv):
                     yp, _ = model.stateless_call(tv, ntv, xv, training=False)
-                    loss = keras.losses.sparse_categorical_crossentropy(yv, yp).sum()
-                    return jnp.stack([loss, (jnp.argmax(yp, -1) == yv).sum()])
-                out.append(score(tv, ntv)[None] if len(members) == 1 else jax.vmap(score)(tv, ntv))
-            return jnp.concatenate(out)[order_of]
+                    return (keras.losses.sparse_categorical_crossentropy(yv, yp),
+                            (jnp.argmax(yp, -1) == yv).sum().astype(jnp.float32))
+                scorers[key] = jit(jax.vmap(score, in_axes=(0, 0, None, None)) if key[1] else score)
+            return scorers[key]
 
         self._sort_keys, self._order = sort_keys, order
         self._segments = [lane_segment(lane, runs) for lane, runs in zip(self.lanes, lane_runs)]
         self._compiled = set()
-        self._means, self._evaluate = means, evaluate
+        self._scorer = scorer
+        self.scored = [list(members) for members in self.families]   # what one evaluate() call scores
+        self._lane_order, self.n = lane_order, n
         self.steps, self.batch_size = steps, batch_size
 
     def data(self, x, y):
@@ -246,14 +243,16 @@ class _JaxProgram:
         return [r[1] for r in results], [r[2] for r in results]
 
     def means(self, losses, corrects):
+        return _epoch_means(losses, self._lane_order, self.n), _epoch_means(corrects, self._lane_order, self.n)
+
+    def evaluate(self, u, xv, yv):
+        """The runs of `self.scored[u]` on one chunk: per run, each image's loss and the hits."""
         import jax
 
-        return jax.device_get(self._means(losses, corrects))
-
-    def evaluate(self, xv, yv):
-        import jax
-
-        return np.asarray(jax.device_get(self._evaluate(self.carry, xv, yv)), dtype=np.float64)
+        tv, ntv, _ = self.carry[u]
+        losses, hits = jax.device_get(self._scorer(u)(tv, ntv, xv, yv))
+        losses, hits = np.asarray(losses), np.asarray(hits, dtype=np.float64)
+        return (losses, hits) if len(self.scored[u]) > 1 else (losses[None], hits[None])
 
     def snapshot(self, k):
         f, j = self.where[k]
@@ -530,7 +529,7 @@ class _TensorFlowProgram:
             def segment(idx, mask, xs, ys, first):
                 end = first + length
 
-                def body(i, loss_sums, correct_sums):
+                def body(i, loss_steps, correct_steps):
                     rows, real = idx[i], mask[i]
                     if L < K:
                         rows = tf.gather(rows, runs)
@@ -550,24 +549,34 @@ class _TensorFlowProgram:
                         hit = tf.cast(tf.argmax(yp, -1, output_type=yb_all.dtype) == yb_all[j], tf.float32)
                         losses.append(loss * count)
                         corrects.append(tf.reduce_sum(hit * real))
-                    return i + 1, loss_sums + tf.stack(losses), correct_sums + tf.stack(corrects)
+                    return (i + 1, loss_steps.write(i - first, tf.stack(losses)),
+                            correct_steps.write(i - first, tf.stack(corrects)))
 
-                _, loss_sums, correct_sums = tf.while_loop(
-                    lambda i, *_: i < end, body, (first, tf.zeros(L), tf.zeros(L)))
-                return loss_sums, correct_sums
+                # per step, as on JAX: the epoch's sums are made on the host (see _epoch_means)
+                _, loss_steps, correct_steps = tf.while_loop(
+                    lambda i, *_: i < end, body,
+                    (first, tf.TensorArray(tf.float32, size=length), tf.TensorArray(tf.float32, size=length)))
+                return loss_steps.stack(), correct_steps.stack()
             return segment
 
-        @tf.function(jit_compile=True)
-        def evaluate(xv, yv):
-            out = []
-            for model in models:
-                yp = model(xv, training=False)
-                loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yv, yp))
-                hit = tf.cast(tf.argmax(yp, -1, output_type=yv.dtype) == yv, tf.float32)
-                out.append(tf.stack([loss, tf.reduce_sum(hit)]))
-            return tf.stack(out)
+        # Run by run, through the stateless API so that one program serves every run of an
+        # architecture (see _JaxProgram's scorer)
+        scorers = {}
 
-        self._sort_keys, self._evaluate = sort_keys, evaluate
+        def scorer(k):
+            model = models[k]
+            key = _architecture(configs[k]) if configs else id(model)
+            if key not in scorers:
+                @tf.function(jit_compile=True)
+                def score(tv, ntv, xv, yv):
+                    yp, _ = model.stateless_call(tv, ntv, xv, training=False)
+                    hits = tf.cast(tf.argmax(yp, -1, output_type=yv.dtype) == yv, tf.float32)
+                    return keras.losses.sparse_categorical_crossentropy(yv, yp), tf.reduce_sum(hits)
+                scorers[key] = score
+            return scorers[key]
+
+        self._sort_keys, self._scorer = sort_keys, scorer
+        self.scored = [[k] for k in range(K)]
         self.steps, self.batch_size = steps, batch_size
         self._segments = {}
         self._make_segment = make_segment
@@ -601,21 +610,37 @@ class _TensorFlowProgram:
             return self._segments[length, i](idx, mask, xs, ys, start)
 
         parts = _side_by_side(run, len(self.lanes), compiled=compiled)
-        return (np.concatenate([np.asarray(p[0]) for p in parts])[self._lane_order],
-                np.concatenate([np.asarray(p[1]) for p in parts])[self._lane_order])
+        return [p[0].numpy() for p in parts], [p[1].numpy() for p in parts]
 
     def means(self, losses, corrects):
-        return (np.sum([np.asarray(x) for x in losses], axis=0) / self.n,
-                np.sum([np.asarray(x) for x in corrects], axis=0) / self.n)
+        return _epoch_means(losses, self._lane_order, self.n), _epoch_means(corrects, self._lane_order, self.n)
 
-    def evaluate(self, xv, yv):
-        return np.asarray(self._evaluate(xv, yv), dtype=np.float64)
+    def evaluate(self, u, xv, yv):
+        model = self.models[u]
+        losses, hits = self._scorer(u)([v.value for v in model.trainable_variables],
+                                       [v.value for v in model.non_trainable_variables], xv, yv)
+        return losses.numpy()[None], np.asarray([hits], dtype=np.float64)
 
     def snapshot(self, k):
         model, optimizer = self.models[k], self.optimizers[k]
         return ([v.numpy().copy() for v in model.trainable_variables],
                 [v.numpy().copy() for v in model.non_trainable_variables],
                 [v.numpy().copy() for v in optimizer.variables])
+
+
+def _epoch_means(parts, lane_order, n: int) -> np.ndarray:
+    """An epoch's mean per run, in run order, from its per-step sums: `parts` per segment, per lane,
+    (the segment's steps, the lane's runs). Each run's steps are summed on their own, in float64 and
+    in step order: a run's train loss and accuracy are then the same bits however the epoch was cut
+    into segments and the runs into lanes, which depends on the company a run trains in (XLA summed
+    a concatenation of segments as a sum of sums, which moved the last digits)."""
+    lanes = [np.concatenate([np.asarray(p[i]) for p in parts], axis=0) for i in range(len(parts[0]))]
+    return _sums(np.concatenate(lanes, axis=1)[:, lane_order].T) / n
+
+
+def _sums(rows: np.ndarray) -> np.ndarray:
+    """Each row's sum, in float64, each row on its own: the same bits whatever the other rows."""
+    return np.array([np.sum(np.ascontiguousarray(row), dtype=np.float64) for row in rows])
 
 
 def _shuffle_rounds(n: int) -> int:
@@ -646,8 +671,15 @@ def _batches(perms, steps: int, batch_size: int, xp=np):
     return idx, mask
 
 
-def _val_chunks(n_val: int, configs) -> list[tuple[int, int]]:
-    per_row = 2 * sum(c.param_count() for c in configs)   # forward only
+def _architecture(config) -> tuple:
+    """What makes two runs' models the same program for scoring."""
+    return tuple(config.hidden), config.activation, float(config.dropout)
+
+
+def _val_chunks(n_val: int, config) -> list[tuple[int, int]]:
+    """The validation set cut for scoring one run: by its own model's size alone, never its
+    company's, since a product's last bits can depend on how many rows it has (TensorFlow's do)."""
+    per_row = 2 * config.param_count()   # forward only
     most = max(1, int(SEGMENT_FLOPS // per_row))
     length = math.ceil(n_val / math.ceil(n_val / most))
     return [(a, min(a + length, n_val)) for a in range(0, n_val, length)]
@@ -664,8 +696,9 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
     n_val = len(split.y_val)
     # The validation images as floats, scaled once: scaling them in the program at every epoch end
     # cost more than scoring them (JAX: 19 against 8 ms an epoch). 38 MB more; the same numbers.
-    chunks = [program.data(data.scale(split.pixels_val[a:b]), split.y_val[a:b])
-              for a, b in _val_chunks(n_val, configs)]
+    plans = [_val_chunks(n_val, configs[runs[0]]) for runs in program.scored]
+    chunks = {(a, b): program.data(data.scale(split.pixels_val[a:b]), split.y_val[a:b])
+              for a, b in sorted({bounds for plan in plans for bounds in plan})}
     seeds = [c.seed for c in configs]
     # A resumed run's state is its last and its best so far (its checkpoint is its best epoch's
     # when it stops early: see training.Checkpointer).
@@ -696,19 +729,28 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
             corrects.append(correct_sums)
             for k in active:
                 on_event(Step(member=k, step=bounds[1], steps=steps))
-        val = np.zeros((len(configs), 2))
-        for xv, yv in chunks:
-            if interrupted or should_stop():
-                interrupted = True
-                break
-            val = val + program.evaluate(xv, yv)
+        val_losses, val_hits = {k: [] for k in active}, np.zeros(len(configs))
+        for u, runs in enumerate(program.scored):
+            if not set(runs) & set(active):
+                continue   # stopped early or done: its figures are not recorded
+            for bounds in plans[u]:
+                if interrupted or should_stop():
+                    interrupted = True
+                    break
+                chunk_losses, chunk_hits = program.evaluate(u, *chunks[bounds])
+                for j, k in enumerate(runs):
+                    if k in val_losses:
+                        val_losses[k].append(chunk_losses[j])
+                    val_hits[k] += chunk_hits[j]
         if interrupted:
             break   # the part-epoch does not count: `last` and `best` hold what finished
         train_loss, train_acc = program.means(losses, corrects)
+        # per image, summed here as the train sums are (see _sums)
+        val_loss = {k: _sums([np.concatenate(parts)])[0] / n_val for k, parts in val_losses.items()}
         seconds = time.perf_counter() - t0
         for k in active:
             metrics = {"loss": float(train_loss[k]), "accuracy": float(train_acc[k]),
-                       "val_loss": float(val[k, 0] / n_val), "val_accuracy": float(val[k, 1] / n_val)}
+                       "val_loss": float(val_loss[k]), "val_accuracy": float(val_hits[k] / n_val)}
             is_best, _ = trackers[k].add(metrics, seconds)
             if trackers[k].status == Status.DIVERGED:
                 continue
