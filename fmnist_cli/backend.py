@@ -4,6 +4,7 @@ before any `import keras` and refuses to switch afterwards."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import sys
@@ -271,13 +272,17 @@ def describe() -> dict:
     info = {"fmnist": __version__, "python": platform.python_version(), "keras": keras.__version__,
             "numpy": numpy.__version__, "backend": keras.backend.backend(), "machine": platform.machine(),
             "system": platform.system(), "cpus": cpu_cores()}   # those it may use (taskset, containers)
+    commit = code_commit()
+    if commit:
+        info["commit"] = commit
     if info["backend"] == "jax":
         import jax
+        import jaxlib
 
         from .engines.fused import jax_compiler_options
 
         dev = jax.devices()[0]
-        info.update(jax=jax.__version__, device=f"{dev.platform}:{getattr(dev, 'device_kind', dev.platform)}")
+        info.update(jax=jax.__version__, jaxlib=jaxlib.__version__, device=f"{dev.platform}:{getattr(dev, 'device_kind', dev.platform)}")
         options = jax_compiler_options()
         if options:   # they change the last bits of some results: part of "same setup"
             info["compile_options"] = " ".join(f"{k}={v}" for k, v in options.items())
@@ -287,6 +292,30 @@ def describe() -> dict:
         gpus = tf.config.list_physical_devices("GPU")
         info.update(tensorflow=tf.__version__, device=f"gpu:{_tf_gpu_name(tf, gpus[0])}" if gpus else "cpu")
     return info
+
+
+@functools.cache
+def code_commit() -> str | None:
+    """The git commit of fmnist's own code where it runs from a clone (`make setup` installs it
+    editable): the commit, with "+changes" when fmnist_cli/ differs from it. None for an installed
+    copy, without git, or where git refuses the folder."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(here.parent), *args], capture_output=True, text=True, timeout=5)
+
+    try:
+        if not (here.parent / ".git").exists():
+            return None
+        head = git("rev-parse", "--verify", "HEAD")
+        if head.returncode != 0:
+            return None
+        changed = git("diff", "--quiet", "HEAD", "--", str(here)).returncode == 1
+        return head.stdout.strip() + ("+changes" if changed else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _tf_gpu_name(tf, gpu) -> str:

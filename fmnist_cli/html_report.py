@@ -213,7 +213,7 @@ def environment(infos: list[RunInfo]) -> str:
         for key, value in {**(record.versions or {}), "host": record.host}.items():
             if value is not None and value not in values.setdefault(key, []):
                 values[key].append(value)
-    order = ["fmnist", "backend", "keras", "tensorflow", "jax", "numpy", "python", "device", "host", "system",
+    order = ["fmnist", "commit", "backend", "keras", "tensorflow", "jax", "jaxlib", "numpy", "python", "device", "host", "system",
              "machine", "cpus"]
     keys = [k for k in order if k in values] + sorted(k for k in values if k not in order)
     out = ['<div class="grid">']

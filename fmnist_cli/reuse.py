@@ -116,7 +116,13 @@ def _matches(store: RunStore, info: RunInfo, here: dict) -> bool:
     now = here["setup"](info.config.backend)
     if now["versions"] is None or (now["vmaps"] and info.config.resolved_engine == "fused"):
         return False
-    return (record.versions or {}) == now["versions"]
+    return _setup(record.versions or {}) == _setup(now["versions"])
+
+
+def _setup(versions: dict) -> dict:
+    """What decides a run's numbers: the versions without the git commit, which says which code ran
+    (a commit that changes no number keeps its version; one that does raises it)."""
+    return {k: v for k, v in versions.items() if k != "commit"}
 
 
 def _here(data_dir) -> dict:

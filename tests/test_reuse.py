@@ -3,6 +3,7 @@ engine where only the bookkeeping matters, and once for real (JAX) where the num
 
 import json
 import os
+import re
 
 import pytest
 
@@ -99,6 +100,18 @@ def test_a_run_on_other_data_or_libraries_is_not_reused(monkeypatch, runs_dir, f
     fake_engine.trained.clear()
     compare_json("sgd", *SMALL, "--reuse")
     assert len(fake_engine.trained) == 1   # TensorFlow's numbers depend on its thread count
+    # the git commit says which code ran, not what it computes (the version does): still reused
+    monkeypatch.setattr(backend, "describe", lambda: {"backend": "fake", "keras": "99", "cpus": 64, "commit": "abc"})
+    fake_engine.trained.clear()
+    compare_json("sgd", *SMALL, "--reuse")
+    assert not fake_engine.trained
+
+
+def test_the_code_commit_is_recorded_where_fmnist_runs_from_a_clone():
+    from fmnist_cli import backend
+
+    commit = backend.code_commit()   # None where git is missing or refuses the folder
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+changes)?", commit), commit
 
 
 @pytest.mark.parametrize("damage", ["model", "history", "vmapped", "resumed"])
