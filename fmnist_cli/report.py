@@ -736,6 +736,26 @@ def _best_caveats(summary) -> list[str]:
     return out
 
 
+def saved_model_notes(summary, test_shown: bool) -> list[str]:
+    """What the saved models are, where a reader could take them for another epoch's: with early
+    stopping the best epoch's (and where the runs stopped); without it, beside a test acc column,
+    the last epoch's, while best val acc is at the best epoch."""
+    base = summary.base or {}
+    if base.get("early_stopping"):
+        trained = sorted({len(r.history.get("loss") or []) for v in summary.variants for r in v.runs
+                          if r.history and r.status == Status.COMPLETED})
+        stopped = ""
+        if trained and base.get("epochs"):
+            span = f"{trained[0]}" if len(trained) == 1 else f"{trained[0]}-{trained[-1]}"
+            stopped = f" (the runs trained {span} of {base['epochs']} epochs)"
+        return [f"With early stopping each run saved its best epoch's weights{stopped}: best val acc is what "
+                "`fmnist evaluate` gives them; the other figures are the last epoch's."]
+    if test_shown:
+        return ["test acc is the saved models', the last epoch's; best val acc is at each run's best epoch "
+                "(--early-stopping saves the best epoch's)."]
+    return []
+
+
 def comparison_table(summary, console: Console) -> None:
     """One row per variant. Narrow: the curve goes first, then train loss and accuracy, s/epoch,
     val loss, seeds (shown where a variant lacks some) and the final val acc; best val acc, status
@@ -774,9 +794,8 @@ def comparison_table(summary, console: Console) -> None:
     shown = [c.header for c, _ in fit(cols, console.width, GAP, cell_len(title))]
     console.print(fitted_table(cols, console.width, title=title,
                                row_styles=["bold" if v.label == summary.best_variant else None for v in variants]))
-    if (summary.base or {}).get("early_stopping"):   # the saved models are not the last epoch's
-        say(console, "With early stopping each run saved its best epoch's weights: best val acc is what "
-                     "`fmnist evaluate` gives them; the other figures are the last epoch's.", markup=False)
+    for line in saved_model_notes(summary, "test acc" in shown):
+        say(console, line, markup=False)
     if summary.best_variant:
         span = f" Curves span {lo:.4f}-{hi:.4f}." if "curve" in shown else ""   # not when left out
         by = "" if monitor == "val_accuracy" else f" at the best epoch, by {monitor_phrase(monitor)}"

@@ -4,13 +4,16 @@ EarlyStopping callback, decision for decision; the CLI on the fake engine; and t
 7-3 on the full data (-m full)."""
 
 import json
+import re
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fmnist_cli.config import MONITORS, RunConfig
 from fmnist_cli.engines import EpochTracker, best_index
+from fmnist_cli.store import RunStore
 from helpers import assert_clean_error, fmnist, invoke, keras_tf, read_json
 
 # --- EpochTracker against keras.callbacks.EarlyStopping -----------------------------------------------
@@ -204,7 +207,7 @@ def test_monitor_is_refused_where_it_does_not_apply(fake_engine):
     assert result.exit_code == 2 and "--monitor does not apply to --show" in result.stderr
 
 
-def test_compare_aggregates_by_the_monitor_and_says_so(shaped):
+def test_compare_aggregates_by_the_monitor_and_says_so(shaped, runs_dir):
     out = json.loads(invoke("compare", "adam", "sgd", "--epochs", "6", "--repeats", "2", "--json").stdout)
     assert out["monitor"] == "val_loss" and out["base"]["monitor"] == "val_loss"
     for v in out["variants"]:
@@ -220,7 +223,17 @@ def test_compare_aggregates_by_the_monitor_and_says_so(shaped):
     assert "early stopping" not in text
     # with early stopping the saved models are the best epoch's, not the last one's: the table says so
     text = " ".join(invoke("compare", "adam", "sgd", "--epochs", "6", "--early-stopping", "2").stdout.split())
-    assert "each run saved its best epoch's weights: best val acc is what `fmnist evaluate` gives" in text
+    assert re.search(r"each run saved its best epoch's weights \(the runs trained \d+(-\d+)? of 6 epochs\): "
+                     r"best val acc is what `fmnist evaluate` gives", text), text
+    # without it, a test acc column is the last epoch's models': said under the table and in the report
+    cid = json.loads(invoke("compare", "adam", "sgd", "--epochs", "6", "--json").stdout)["comparison_id"]
+    assert "test acc is" not in invoke("compare", "--show", cid).stdout
+    store = RunStore(runs_dir)
+    for info in store.list_runs(comparison=cid):   # as `evaluate --comparison CID --split test` stores it
+        store.record_evaluation(Path(info.run_dir), "test", {"loss": 0.4, "accuracy": 0.85,
+                                                             "evaluated": "2026-01-01T00:00:00", "n": 10000})
+    text = " ".join(invoke("compare", "--show", cid).stdout.split())
+    assert "test acc is the saved models', the last epoch's; best val acc is at each run's best epoch" in text
 
 
 def test_old_runs_and_comparisons_read_as_val_accuracy(shaped, runs_dir):
