@@ -69,6 +69,9 @@ def confusion_figure(classes: list[str], matrix: list[list[int]], title: str):
     return fig
 
 
+MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
 def comparison_figure(summary):
     """Train and validation loss and accuracy per epoch for every variant of a comparison (a
     ComparisonSummary), with a band of ± one std where there are repeats: `compare --plot` saves it,
@@ -98,16 +101,17 @@ def comparison_figure(summary):
                 continue
             epochs = np.arange(1, len(pe["mean"]) + 1)
             mean = np.array([np.nan if m is None else m for m in pe["mean"]], dtype=float)
-            color = f"C{i % 10}"
+            # ten colours, then the same ten with another marker: no two variants look alike
+            color, marker = f"C{i % 10}", MARKERS[i // 10 % len(MARKERS)]
             partial = f", {v.n} of {v.of} seeds" if v.n < v.of else ""
             # Where some seeds stopped early the mean is over the others: dashed, so a jump there
             # is not read as the variant's (every seed has the first `whole` epochs)
             whole = whole_epochs(pe)
-            ax.plot(epochs[:whole], mean[:whole], marker="o", markersize=3, color=color,
+            ax.plot(epochs[:whole], mean[:whole], marker=marker, markersize=3 if marker == "o" else 4, color=color,
                     label=v.label + ("" if v.status == Status.COMPLETED else f" ({v.status}{partial})"))
             if whole < len(epochs):
                 thinned = True
-                ax.plot(epochs[whole - 1:], mean[whole - 1:], linestyle="--", marker="o", markersize=2,
+                ax.plot(epochs[whole - 1:], mean[whole - 1:], linestyle="--", marker=marker, markersize=2,
                         color=color, alpha=0.6)
             if any(s is not None for s in pe["std"][:whole]):
                 std = np.array([0.0 if s is None else s for s in pe["std"][:whole]], dtype=float)

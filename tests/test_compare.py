@@ -415,3 +415,17 @@ def test_test_accuracy_is_the_completed_runs_only():
     slots = [SlotSummary(run_id="a", repeat=0, status=Status.COMPLETED, history=history, test_accuracy=0.8),
              SlotSummary(run_id="b", repeat=1, status=Status.DIVERGED, history=history, test_accuracy=0.1)]
     assert cmp.aggregate(slots)["test_accuracy"] == {"mean": 0.8, "std": None, "n": 1}
+
+
+def test_a_plot_of_many_variants_tells_every_one_apart(runs_dir, fake_engine):
+    """Past ten variants the colours repeat: the curves then differ by marker."""
+    from fmnist_cli import compare as cmp
+    from fmnist_cli import figures
+    from fmnist_cli.store import RunStore
+
+    compare_json("sgd", "adam", "--vary", "lr=0.0003,0.001,0.003,0.01,0.03,0.1", "--epochs", "2")
+    store = RunStore(runs_dir)
+    fig = figures.comparison_figure(cmp.summarize(store, store.load_comparison("latest")))
+    lines = [line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert len(lines) == 12
+    assert len({(line.get_color(), line.get_marker()) for line in lines}) == 12
