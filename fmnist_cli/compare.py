@@ -455,13 +455,17 @@ def _varied_values(record: ComparisonRecord, varied: list[str]) -> list[dict]:
 
 def csv_rows(summary: ComparisonSummary) -> list[dict]:
     """One row per variant and epoch: its varied settings, its seeds, the metrics' mean and std over
-    them, and the variant's best val accuracy (mean, std) and best epoch (mean) on every row."""
+    them, and on every row the variant's best val accuracy and best epoch (mean, std) and its test
+    accuracy (mean, std and the seeds scored, once `evaluate --split test` scored its saved models)."""
     rows = []
     for v in summary.variants:
         agg = v.aggregate
         head = {"comparison": summary.comparison_id, "variant": v.label, **(v.values or {}), "status": v.status.value}
+        test = agg["test_accuracy"]   # over the seeds `evaluate --split test` scored (n), else empty
         tail = {"best_val_accuracy_mean": agg["best_val_accuracy"]["mean"],
-                "best_val_accuracy_std": agg["best_val_accuracy"]["std"], "best_epoch_mean": agg["best_epoch"]["mean"]}
+                "best_val_accuracy_std": agg["best_val_accuracy"]["std"], "best_epoch_mean": agg["best_epoch"]["mean"],
+                "best_epoch_std": agg["best_epoch"]["std"], "test_accuracy_mean": test["mean"],
+                "test_accuracy_std": test["std"], "test_accuracy_n": test["n"]}
         if not agg["epochs"]:   # no seed has figures yet: one row, so the variant still shows
             rows.append({**head, "epoch": None, "n": 0, "of": v.of, **tail})
             continue
@@ -482,7 +486,8 @@ def write_csv(summary: ComparisonSummary, path: Path) -> None:
     buf = io.StringIO()
     varied = list(summary.variants[0].values or {}) if summary.variants else []
     fields = (["comparison", "variant", *varied, "status", "epoch", "n", "of"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-              + ["best_val_accuracy_mean", "best_val_accuracy_std", "best_epoch_mean"])
+              + ["best_val_accuracy_mean", "best_val_accuracy_std", "best_epoch_mean", "best_epoch_std",
+                 "test_accuracy_mean", "test_accuracy_std", "test_accuracy_n"])
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in csv_rows(summary):

@@ -386,6 +386,15 @@ def test_evaluate_a_whole_comparison_on_the_test_split(runs_dir):
     assert shown["variants"][1]["aggregate"]["test_accuracy"] == pytest.approx(adam["accuracy"])
     assert shown["variants"][0]["aggregate"]["test_accuracy"]["n"] == 1
     assert "test acc" in invoke("compare", "--show", "latest").stdout
+    # and so does the CSV, written again from the stored runs
+    import csv
+
+    path = runs_dir / "again.csv"
+    assert invoke("compare", "--show", "latest", "--csv", path).exit_code == 0
+    rows = {r["variant"]: r for r in csv.DictReader(path.open())}
+    assert float(rows["adam"]["test_accuracy_mean"]) == pytest.approx(adam["accuracy"]["mean"])
+    assert rows["adam"]["test_accuracy_n"] == "2" and rows["sgd"]["test_accuracy_n"] == "1"
+    assert rows["sgd"]["test_accuracy_std"] == "" and rows["adam"]["best_epoch_std"] != ""
 
 
 def test_a_named_comparison_is_found_by_its_name(runs_dir, fake_engine):
