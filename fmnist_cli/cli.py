@@ -655,7 +655,7 @@ def list_runs(
     ctx: typer.Context,
     comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Only runs of this comparison (an id, part of one, or 'latest').")] = None,
     status: Annotated[Optional[str], typer.Option("--status", help="Only runs of these statuses, comma-separated: running, completed, interrupted, diverged, failed, crashed, broken.", show_default=False)] = None,
-    where: Annotated[Optional[list[str]], typer.Option("--where", "-w", metavar="KEY=A,B", help="Only runs whose setting KEY is one of the values: optimizer, lr, hidden, activation, dropout, epochs, batch_size, seed, limit, early_stopping, monitor, backend, engine, val_size, split_seed, name, variant. Repeatable: every one must hold.", show_default=False)] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", "-w", metavar="KEY=A,B", help="Only runs whose setting KEY is one of the values: optimizer, lr, hidden, activation, dropout, epochs, batch_size, seed, limit, early_stopping, monitor, backend, engine, val_size, split_seed, name, variant, comparison (a comparison's id, part of one or name; none: runs of none). Repeatable: every one must hold.", show_default=False)] = None,
     sort: Annotated[str, typer.Option("--sort", help="Order: created (newest first), val_acc or test_acc (highest first), time (shortest first).")] = "created",
     limit: Annotated[Optional[int], typer.Option("--last", "-n", help="Show only the first N runs of the list.")] = None,
     runs_dir: RunsDir = None, json_out: Json = False,
@@ -692,6 +692,7 @@ def list_runs(
     store = RunStore.at(runs_dir)
     if comparison:
         comparison = store.resolve_comparison(comparison)   # accepts `latest` and parts of ids
+    conditions = runfilter.resolve_comparisons(conditions, store.resolve_comparison)
     every = store.list_runs(comparison)
     records = runfilter.select(every, statuses, conditions, order)[:limit]
     if json_out:

@@ -81,6 +81,8 @@ KEYS: dict[str, tuple[Callable[[Any], Any], Callable[[str], Any]]] = {
     "split_seed": (lambda c: c.split_seed, _whole),
     "name": (lambda c: c.name, str),
     "variant": (lambda c: c.variant, str),
+    # a comparison ref (id, part of one, name, latest) or none; resolved by resolve_comparisons
+    "comparison": (lambda c: c.comparison, lambda text: None if text.lower() == "none" else text),
 }
 ALIASES = {"learning_rate": "lr", "optimiser": "optimizer", "patience": "early_stopping"}
 
@@ -144,6 +146,13 @@ def parse_where(items: list[str] | None) -> list[Condition]:
                 raise UsageError(f"--where {key}={part}: {e}") from None
         out.append(Condition(key, tuple(values)))
     return out
+
+
+def resolve_comparisons(conditions: list[Condition], resolve: Callable[[str], str]) -> list[Condition]:
+    """`comparison=` values as typed (`lr-sweep`, `latest`, a part of an id) -> comparison ids, by
+    `resolve` (the store's, whose error says what a ref matched)."""
+    return [Condition(c.key, tuple(v if v is None else resolve(v) for v in c.values)) if c.key == "comparison" else c
+            for c in conditions]
 
 
 # A run's status as listings show it: `missing` and `incomplete` belong to comparisons' slots.

@@ -179,6 +179,18 @@ def test_where_reads_values_as_train_and_vary_write_them(runs_dir, fake_engine):
     assert_clean_error(invoke("runs", "--where", "optimizer=foo"), 2, "Unknown optimizer 'foo'")
 
 
+def test_where_comparison_takes_refs_and_none(runs_dir, fake_engine):
+    alone = json.loads(invoke("train", "--epochs", "2", "--json").stdout)["run_id"]
+    first = json.loads(invoke("compare", "sgd", "adam", "--epochs", "2", "--name", "lr-sweep", "--json").stdout)
+    second = json.loads(invoke("compare", "adam", "--epochs", "2", "--json").stdout)
+    ids = lambda out: sorted(r["run_id"] for v in out["variants"] for r in v["runs"])
+    assert sorted(_ids("--where", "comparison=lr-sweep")) == ids(first)
+    both = f"comparison=lr-sweep,{second['comparison_id'][-4:]}"   # a name, a part of an id
+    assert sorted(_ids("--where", both)) == sorted(ids(first) + ids(second))
+    assert _ids("--where", "comparison=none") == [alone]
+    assert_clean_error(invoke("runs", "--where", "comparison=nosuch"), 2, "No comparison 'nosuch'")
+
+
 def test_runs_help_names_every_where_key_and_status(monkeypatch):
     """The help text is written out (importing the filters would slow `fmnist --help`): kept in step."""
     from fmnist_cli import runfilter
