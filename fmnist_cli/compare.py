@@ -353,11 +353,15 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
     varied = sorted({key for v in record.variants for key in v.settings})
     # nor a run's place (name, comparison, ...), always null in a base
     base = {k: v for k, v in record.base.items() if k not in varied and k not in PLACE_FIELDS}
+    values = _varied_values(record, varied)
+    # what the variants differ in, as their `values` (and the CSV's columns) name it: lr, not optimizer
+    # alone, for `compare sgd adam --vary lr=...`
+    columns = list(dict.fromkeys(key for vals in values for key in vals))
     summary = ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
-                                base=base, varied=varied, monitor=monitor, variants=variants, best_variant=best,
+                                base=base, varied=columns, monitor=monitor, variants=variants, best_variant=best,
                                 status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)
-    for v, values in zip(summary.variants, _varied_values(record, varied)):
-        v.values = values
+    for v, vals in zip(summary.variants, values):
+        v.values = vals
     return summary
 
 

@@ -563,7 +563,7 @@ class ComparisonSummary(Record):
     created: str | None
     repeats: int
     base: dict         # the settings every variant shares (the varied ones left out)
-    varied: list[str]  # the settings the variants set: optimizer, hidden, activation, ...
+    varied: list[str]  # what the variants differ in, as `values` names it: optimizer, lr, hidden, ...
     monitor: str       # what every run's best epoch is by (from the base config)
     variants: list[VariantSummary]
     best_variant: str | None

@@ -53,6 +53,7 @@ def test_a_sweep_of_three_values_is_drawn_against_its_setting(tmp_path, fake_eng
 
     plot = tmp_path / "sweep.png"
     out = compare_json("sgd", "adam", "--vary", "lr=0.001,0.01,0.1", "--epochs", "2", "--plot", plot)
+    assert out["varied"] == ["optimizer", "lr"]   # as the variants' values and the CSV name them
     store = RunStore.at(None)
     summary = cmp.summarize(store, store.load_comparison(out["comparison_id"]))
     assert figures.sweep_axis(summary) == "lr"
