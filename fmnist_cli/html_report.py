@@ -193,7 +193,10 @@ def config_rows(config) -> list[tuple[str, str]]:
         if key == "hidden":
             value = "784-" + "-".join(map(str, value)) + "-10"
         elif key == "optimizer":
-            value = f"{config.optimizer.label()} (Keras {config.optimizer.keras_class})"
+            # what it trained with, Keras's defaults filled in: what a methods section cites
+            trained = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {str(v).lower()}"
+                                for k, v in config.optimizer.trained_with().items() if v is not None)
+            value = f"{config.optimizer.label()} (Keras {config.optimizer.keras_class}: {trained})"
         elif key == "engine":
             value = config.resolved_engine
         elif value is None:

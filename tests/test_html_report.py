@@ -118,7 +118,7 @@ def test_a_run_report_holds_its_curves_epochs_evaluation_and_configuration(compa
     for e, value in enumerate(history["val_accuracy"]):
         assert f"{value:.4f}" in page.text, e
     assert page.tags["svg"] == 2   # the curves and the test split's heatmap
-    assert "0.8000" in page.text and "Ankle boot" in page.text and "adam (Keras Adam)" in page.text
+    assert "0.8000" in page.text and "Ankle boot" in page.text and "adam (Keras Adam: lr 0.001)" in page.text
     assert f"part of comparison {comparison['comparison_id']}" in page.text
 
 
