@@ -289,7 +289,9 @@ def describe() -> dict:
     else:
         import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
+        # the GPUs TensorFlow uses (a listed one may be unusable to it: too old a card), named by
+        # the physical device's details
+        gpus = tf.config.list_logical_devices("GPU") and tf.config.list_physical_devices("GPU")
         info.update(tensorflow=tf.__version__, device=f"gpu:{_tf_gpu_name(tf, gpus[0])}" if gpus else "cpu")
     return info
 
@@ -297,14 +299,16 @@ def describe() -> dict:
 @functools.cache
 def code_commit() -> str | None:
     """The git commit of fmnist's own code where it runs from a clone (`make setup` installs it
-    editable): the commit, with "+changes" when fmnist_cli/ differs from it. None for an installed
-    copy, without git, or where git refuses the folder."""
+    editable). Where fmnist_cli/ differs from it (edited or new files), "+changes." and a digest of
+    the differences follows, so that two runs name the same code only if it was the same. None for
+    an installed copy, without git, or where git refuses the folder."""
+    import hashlib
     import subprocess
 
     here = Path(__file__).resolve().parent
 
     def git(*args):
-        return subprocess.run(["git", "-C", str(here.parent), *args], capture_output=True, text=True, timeout=5)
+        return subprocess.run(["git", "-C", str(here.parent), *args], capture_output=True, timeout=5)
 
     try:
         if not (here.parent / ".git").exists():
@@ -312,9 +316,14 @@ def code_commit() -> str | None:
         head = git("rev-parse", "--verify", "HEAD")
         if head.returncode != 0:
             return None
-        changed = git("diff", "--quiet", "HEAD", "--", str(here)).returncode == 1
-        return head.stdout.strip() + ("+changes" if changed else "")
-    except (OSError, subprocess.SubprocessError):
+        diff = git("diff", "HEAD", "--binary", "--", str(here)).stdout
+        new = git("ls-files", "--others", "--exclude-standard", "-z", "--", str(here)).stdout.split(b"\0")
+        digest = hashlib.sha256(diff)
+        for name in sorted(filter(None, new)):
+            digest.update(name + b"\0" + (here.parent / name.decode()).read_bytes())
+        changed = bool(diff) or any(new)
+        return head.stdout.decode().strip() + (f"+changes.{digest.hexdigest()[:12]}" if changed else "")
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
         return None
 
 

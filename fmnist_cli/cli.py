@@ -74,7 +74,9 @@ def _debug_option():
 def _plain_argument(param) -> None:
     """Typer 0.29 writes a required argument as {DIR} in usage lines, and a list argument's type as
     <list[str]>: here DIR, as Click and most CLIs write it, and <str>... (one or more)."""
-    usage, shown = param._usage_display_name, param.display_type_rich
+    usage, shown = getattr(param, "_usage_display_name", None), getattr(param, "display_type_rich", None)
+    if usage is None or shown is None:   # another Typer: its own way of writing them
+        return
 
     def usage_name():   # {DIR} or {DIR}... -> DIR or DIR...
         name = usage()

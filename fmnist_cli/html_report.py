@@ -377,7 +377,8 @@ def comparison_page(store: RunStore, cid: str) -> str:
     if summary.best_variant:
         body += f' <span class="star">★</span> best: <b>{esc(summary.best_variant)}</b> (highest mean best val accuracy).'
     body += "</p>"
-    body += "".join(f"<p class=note>{esc(line)}</p>" for line in saved_model_notes(summary, "test" in splits))
+    body += "".join("<p class=note>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(line)) + "</p>"
+                    for line in saved_model_notes(summary, "test" in splits))
     incomplete = summary.incomplete   # the terminal table's rule: a diverged seed is a result, not a gap
     if incomplete:
         body += (f"<p class=warn>Incomplete: {esc(', '.join(v.gap() for v in incomplete))}. "

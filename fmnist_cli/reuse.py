@@ -116,7 +116,10 @@ def _matches(store: RunStore, info: RunInfo, here: dict) -> bool:
     now = here["setup"](info.config.backend)
     if now["versions"] is None or (now["vmaps"] and info.config.resolved_engine == "fused"):
         return False
-    return _setup(record.versions or {}) == _setup(now["versions"])
+    then, here = record.versions or {}, now["versions"]
+    if "+changes" in str(then.get("commit")) + str(here.get("commit")) and then.get("commit") != here.get("commit"):
+        return False   # uncommitted code on either side: only the very same code counts
+    return _setup(then) == _setup(here)
 
 
 def _setup(versions: dict) -> dict:

@@ -61,9 +61,11 @@ def atomic_write_text(path: Path, text: str, *, exclusive: bool = False, durable
     atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive, durable=durable)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, exclusive: bool = False, durable: bool = True) -> None:
+def atomic_write_bytes(path: Path, data, *, exclusive: bool = False, durable: bool = True) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target: readers see
-    the old file or the new one, never a part. `exclusive`: link instead of rename, so an existing
+    the old file or the new one, never a part. `data`: bytes, or a binary file to copy from, a
+    megabyte at a time (the temporary file's time then shows the copy going on, see _stale; and a
+    large model is never whole in memory). `exclusive`: link instead of rename, so an existing
     target is never replaced (FileExistsError), which makes claiming a new id and writing it one step.
     `durable=False` skips the fsync: still whole or absent after a crash of the process, which is what
     per-epoch checkpoints need, at a fraction of the cost."""
@@ -75,7 +77,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, exclusive: bool = False, dura
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         tmp = name   # ours to remove from here on
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                fh.write(data)
+            else:
+                shutil.copyfileobj(data, fh, 1 << 20)
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
@@ -320,7 +325,8 @@ class RunStore:
                 for name in ("history.json", "model.keras"):
                     if name == "model.keras" and record.status == Status.DIVERGED and not (source / name).exists():
                         continue   # a run that diverged in its first epoch has its history alone
-                    atomic_write_bytes(staging / name, (source / name).read_bytes())
+                    with open(source / name, "rb") as src:
+                        atomic_write_bytes(staging / name, src)
             copied = RunRecord.from_json({**record.to_json(), "id": run_id, "created": now("microseconds"),
                                           "comparison": config.comparison,
                                           "reused_from": record.reused_from or source.name})

@@ -227,7 +227,8 @@ LANES_SCRIPT = textwrap.dedent("""
 
 
 COMPANY_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
+    os.environ["FMNIST_VMAP_MIN"] = "0"   # a vmapped family's numbers do depend on it (a GPU's default)
     from fmnist_cli import backend, data
     from fmnist_cli.config import RunConfig, parse_optimizer
     name = sys.argv[1]

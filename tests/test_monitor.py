@@ -225,6 +225,9 @@ def test_compare_aggregates_by_the_monitor_and_says_so(shaped, runs_dir):
     text = " ".join(invoke("compare", "adam", "sgd", "--epochs", "6", "--early-stopping", "2").stdout.split())
     assert re.search(r"each run saved its best epoch's weights \(the runs trained \d+(-\d+)? of 6 epochs\): "
                      r"best val acc is what `fmnist evaluate` gives", text), text
+    assert invoke("report", "latest", "--html", runs_dir / "r.html").exit_code == 0
+    assert "(the runs trained" in (runs_dir / "r.html").read_text() and "<code>fmnist evaluate</code>" in \
+        (runs_dir / "r.html").read_text()
     # without it, a test acc column is the last epoch's models': said under the table and in the report
     cid = json.loads(invoke("compare", "adam", "sgd", "--epochs", "6", "--json").stdout)["comparison_id"]
     assert "test acc is" not in invoke("compare", "--show", cid).stdout

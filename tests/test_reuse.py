@@ -105,13 +105,21 @@ def test_a_run_on_other_data_or_libraries_is_not_reused(monkeypatch, runs_dir, f
     fake_engine.trained.clear()
     compare_json("sgd", *SMALL, "--reuse")
     assert not fake_engine.trained
+    # but uncommitted code counts: only the very same changes are the same code (a clean commit
+    # stands in for another clean one, as `abc` does for `abd`)
+    for commit, trained in (("abc+changes.1", 1), ("abc+changes.1", 0), ("abc+changes.2", 1), ("abd", 0)):
+        monkeypatch.setattr(backend, "describe", lambda commit=commit: {"backend": "fake", "keras": "99", "cpus": 64,
+                                                                          "commit": commit})
+        fake_engine.trained.clear()
+        compare_json("sgd", *SMALL, "--reuse")
+        assert len(fake_engine.trained) == trained, commit
 
 
 def test_the_code_commit_is_recorded_where_fmnist_runs_from_a_clone():
     from fmnist_cli import backend
 
     commit = backend.code_commit()   # None where git is missing or refuses the folder
-    assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+changes)?", commit), commit
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+changes\.[0-9a-f]{12})?", commit), commit
 
 
 @pytest.mark.parametrize("damage", ["model", "history", "vmapped", "resumed"])
