@@ -89,9 +89,10 @@ def fill(store: RunStore, record, todo: list, data_dir=None) -> tuple[list[Reuse
         return [], list(todo)
     here = _here(data_dir)
     reused, left, taken = [], [], set()
-    for vi, r, config in todo:
+    alone = _trains_alone([config for _, _, config in todo], here)
+    for (vi, r, config), lone in zip(todo, alone):
         source = next((info for info in candidates.get(_key(config), [])
-                       if info.id not in taken and _matches(store, info, here)), None)
+                       if info.id not in taken and _matches(store, info, here, lone)), None)
         copy = None
         if source is not None:
             with contextlib.suppress(FmnistError, OSError):
@@ -106,15 +107,27 @@ def fill(store: RunStore, record, todo: list, data_dir=None) -> tuple[list[Reuse
     return reused, left
 
 
-def _matches(store: RunStore, info: RunInfo, here: dict) -> bool:
-    """The run trained on the same data with the same libraries and device as this process would."""
+def _trains_alone(configs: list[RunConfig], here: dict) -> list[bool]:
+    """Per slot to train, whether it would be stepped alone, not in a vmapped family (then its
+    numbers depend on the family): a slot of a family smaller than the device's vmapping minimum is
+    alone in any unit (units only cut families smaller)."""
+    if not configs or not here["setup"](configs[0].backend)["vmaps"]:
+        return [True] * len(configs)
+    from .engines.fused import vmapped_sizes
+
+    return [size == 1 for size in vmapped_sizes(configs)]
+
+
+def _matches(store: RunStore, info: RunInfo, here: dict, alone: bool = True) -> bool:
+    """The run trained on the same data with the same libraries and device as this process would,
+    and would be stepped as the slot would (`alone`: not in a vmapped family, as the run was)."""
     record = info.record
     if why_not(store, info) is not None:
         return False
     if str(record.data_dir) != here["data_dir"]:
         return False
     now = here["setup"](info.config.backend)
-    if now["versions"] is None or (now["vmaps"] and info.config.resolved_engine == "fused"):
+    if now["versions"] is None or (now["vmaps"] and info.config.resolved_engine == "fused" and not alone):
         return False
     then, here = record.versions or {}, now["versions"]
     if "+changes" in str(then.get("commit")) + str(here.get("commit")) and then.get("commit") != here.get("commit"):

@@ -218,10 +218,13 @@ def test_a_diverged_run_is_a_result_and_is_reused(runs_dir, fake_engine):
     assert fake_engine.trained == [] and slot["reused_from"] == run.name and slot["status"] == "diverged"
 
 
-def test_no_lone_run_stands_in_where_seeds_train_as_vmapped_families(runs_dir, fake_engine, monkeypatch):
+def test_where_seeds_train_as_vmapped_families_only_lone_slots_are_filled(runs_dir, fake_engine, monkeypatch):
+    """On a device that vmaps (a GPU, or $FMNIST_VMAP_MIN), a slot whose seeds would be stepped as one
+    vmapped family has numbers of that family: no lone run stands in for it. A slot alone in its
+    family (`--repeats 1`, optimizers of different kinds) trains alone, as its source did."""
     from fmnist_cli import reuse
 
-    compare_json("sgd", *SMALL)
+    compare_json("sgd", "adam", *SMALL, "--repeats", "2")
     real = reuse._here
 
     def vmapping(data_dir):
@@ -229,9 +232,13 @@ def test_no_lone_run_stands_in_where_seeds_train_as_vmapped_families(runs_dir, f
         return {**here, "setup": lambda name: {**here["setup"](name), "vmaps": True}}
 
     monkeypatch.setattr(reuse, "_here", vmapping)
+    monkeypatch.setenv("FMNIST_VMAP_MIN", "2")
     fake_engine.trained.clear()
-    compare_json("sgd", *SMALL, "--reuse")
-    assert len(fake_engine.trained) == 1
+    compare_json("sgd", "adam", *SMALL, "--repeats", "2", "--reuse")
+    assert len(fake_engine.trained) == 4   # two families of two seeds: none filled
+    fake_engine.trained.clear()
+    out = compare_json("sgd", "adam", *SMALL, "--reuse")
+    assert not fake_engine.trained and all(r["reused_from"] for v in out["variants"] for r in v["runs"])
 
 
 def test_a_ctrl_c_while_copying_keeps_the_copies_made(runs_dir, fake_engine, monkeypatch):
