@@ -660,6 +660,7 @@ def list_runs(
     where: Annotated[Optional[list[str]], typer.Option("--where", "-w", metavar="KEY=A,B", help="Only runs whose setting KEY is one of the values: optimizer, lr, hidden, activation, dropout, epochs, batch_size, seed, limit, early_stopping, monitor, backend, engine, val_size, split_seed, name, variant, comparison (a comparison's id, part of one or name; none: runs of none). Repeatable: every one must hold.", show_default=False)] = None,
     sort: Annotated[str, typer.Option("--sort", help="Order: created (newest first), val_acc or test_acc (highest first), time (shortest first).")] = "created",
     limit: Annotated[Optional[int], typer.Option("--last", "-n", help="Show only the first N runs of the list.")] = None,
+    copies: Annotated[bool, typer.Option("--copies/--no-copies", help="--no-copies leaves out runs that `compare --reuse` copied from a run also listed: each result once.")] = True,
     runs_dir: RunsDir = None, json_out: Json = False,
 ):
     """List saved runs, newest first. A damaged run is listed as broken, with the reason.
@@ -696,7 +697,7 @@ def list_runs(
         comparison = store.resolve_comparison(comparison)   # accepts `latest` and parts of ids
     conditions = runfilter.resolve_comparisons(conditions, store.resolve_comparison)
     every = store.list_runs(comparison)
-    records = runfilter.select(every, statuses, conditions, order)[:limit]
+    records = runfilter.select(every, statuses, conditions, order, copies=copies)[:limit]
     if json_out:
         report.print_json([r.to_json() for r in records])
     elif not records and every:

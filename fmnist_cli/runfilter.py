@@ -172,11 +172,15 @@ def parse_sort(text: str | None) -> str:
 
 
 def select(runs: list, statuses: set[Status] | None = None, where: list[Condition] = (),
-           sort: str = "created") -> list:
+           sort: str = "created", copies: bool = True) -> list:
     """The runs that have one of `statuses` (any when empty) and meet every condition, ordered by
-    `sort`: best first (newest, highest accuracy, shortest time), runs without the figure last."""
+    `sort`: best first (newest, highest accuracy, shortest time), runs without the figure last.
+    `copies=False` leaves out copies made by `compare --reuse` whose source is listed too: a ranking
+    then shows each result once."""
+    listed = {r.id for r in runs}
     chosen = [r for r in runs if (not statuses or r.status in statuses)
-              and all(c.matches(r.config) for c in where)]
+              and all(c.matches(r.config) for c in where)
+              and (copies or r.get("reused_from") not in listed)]
     key, descending = SORTS[sort]
     have = [r for r in chosen if key(r) is not None]
     have.sort(key=key, reverse=descending)   # stable: equal figures stay newest first

@@ -55,6 +55,16 @@ def test_a_wider_sweep_copies_what_it_has_and_trains_the_rest(runs_dir, fake_eng
     assert by_label["sgd lr=0.3"]["aggregate"]["seconds_per_epoch"]["n"] == 2
 
 
+def test_runs_no_copies_lists_each_result_once(runs_dir, fake_engine):
+    first = compare_json("sgd", "adam", *SMALL)
+    second = compare_json("sgd", "adam", "rmsprop", *SMALL, "--reuse")
+    listed = lambda *args: sorted(r["id"] for r in json.loads(invoke("runs", *args, "--json").stdout))
+    trained = sorted([r["run_id"] for r in runs_of(first).values()] + [runs_of(second)[("rmsprop", 0)]["run_id"]])
+    assert listed("--no-copies") == trained and len(listed()) == 5
+    # a copy whose source is not listed stands for it
+    assert listed("-c", second["comparison_id"], "--no-copies") == sorted(r["run_id"] for r in runs_of(second).values())
+
+
 def test_removing_either_comparison_leaves_the_other_whole(runs_dir, fake_engine):
     first = compare_json("sgd", "adam", *SMALL)
     second = compare_json("sgd", "adam", "rmsprop", *SMALL, "--reuse")
