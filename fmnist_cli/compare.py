@@ -362,7 +362,45 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
                                 status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)
     for v, vals in zip(summary.variants, values):
         v.values = vals
+    summary.best_per = best_per_group(summary.variants)
     return summary
+
+
+# What a sweep's best value is looked for over: numeric settings, as the sweep panel draws them
+SWEPT = ("lr", "dropout", "batch_size", "momentum")
+
+
+def best_per_group(variants) -> dict | None:
+    """Where the variants sweep a numeric setting (the one with the most values, 2 or more) within
+    two or more groups of the other varied settings (sgd and adam, say): each group's best value of
+    it, by the mean best val accuracy of the completed variants. None otherwise (the star says it)."""
+    columns = [v.values or {} for v in variants]
+    counts = {key: len({c.get(key) for c in columns} - {None}) for key in SWEPT}
+    setting = max(counts, key=counts.get)
+    if counts[setting] < 2:
+        return None
+    groups: dict[tuple, list] = {}
+    for v, values in zip(variants, columns):
+        if values.get(setting) is None:
+            continue
+        rest = tuple((k, x) for k, x in values.items() if k != setting)
+        groups.setdefault(rest, []).append(v)
+    if len(groups) < 2:
+        return None
+    out = []
+    for rest, members in groups.items():
+        done = [v for v in members if v.status == Status.COMPLETED and v.aggregate["best_val_accuracy"]["mean"] is not None]
+        if not done:
+            continue
+        best = max(done, key=lambda v: v.aggregate["best_val_accuracy"]["mean"])
+        tried = sorted(v.values[setting] for v in members)
+        value = best.values[setting]
+        # at an end of the values tried, the best may lie beyond it
+        edge = None if len(tried) < 3 else "highest" if value == tried[-1] else "lowest" if value == tried[0] else None
+        out.append({"values": dict(rest), setting: value, "variant": best.label,
+                    "best_val_accuracy": best.aggregate["best_val_accuracy"], "edge": edge})
+    by = [k for k, _ in next(iter(groups))]
+    return {"setting": setting, "by": by, "groups": out} if out else None
 
 
 def monitor_of(record: ComparisonRecord) -> str:

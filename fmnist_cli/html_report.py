@@ -320,7 +320,7 @@ def comparison_page(store: RunStore, cid: str) -> str:
     from . import compare as cmp
     from . import figures
     from .config import RunConfig, monitor_phrase
-    from .report import saved_model_notes
+    from .report import best_per_line, saved_model_notes
 
     record = store.load_comparison(cid)
     summary = cmp.summarize(store, record)
@@ -377,6 +377,8 @@ def comparison_page(store: RunStore, cid: str) -> str:
     if summary.best_variant:
         body += f' <span class="star">★</span> best: <b>{esc(summary.best_variant)}</b> (highest mean best val accuracy).'
     body += "</p>"
+    if summary.best_per:
+        body += f"<p class=note>{esc(best_per_line(summary.best_per))}</p>"
     body += "".join("<p class=note>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(line)) + "</p>"
                     for line in saved_model_notes(summary, "test" in splits))
     incomplete = summary.incomplete   # the terminal table's rule: a diverged seed is a result, not a gap

@@ -569,6 +569,11 @@ class ComparisonSummary(Record):
     best_variant: str | None
     status: Status     # completed; running while a process trains a slot; else incomplete when a slot
     #                    is missing, broken, failed or interrupted
+    # a sweep's best value per group of the other settings: {"setting": "lr", "by": ["optimizer"],
+    # "groups": [{"values": {"optimizer": "sgd"}, "lr": 0.1, "variant": "sgd lr=0.1",
+    # "best_val_accuracy": {mean, std, n}, "edge": "highest"|"lowest"|None}, ...]}; None without a
+    # numeric setting swept in 2+ groups
+    best_per: dict | None = None
 
     @property
     def incomplete(self) -> list[VariantSummary]:

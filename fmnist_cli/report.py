@@ -736,6 +736,20 @@ def _best_caveats(summary) -> list[str]:
     return out
 
 
+def best_per_line(best_per: dict) -> str:
+    """`Best lr per optimizer: sgd 0.1 (0.8512±0.003), adam 0.001 (0.8801±0.002).`"""
+    setting, by = best_per["setting"], best_per["by"]
+    parts, edges = [], []
+    for g in best_per["groups"]:
+        name = " ".join(str(x) for x in g["values"].values())
+        parts.append(f"{name} {g[setting]:g} ({pm(g['best_val_accuracy'])}{', ' + g['edge'] + ' tried' if g['edge'] else ''})")
+        if g["edge"]:
+            edges.append(name)
+    further = (f" At the {'end' if len(edges) == 1 else 'ends'} of the values tried, a better {setting} may lie "
+               f"beyond ({', '.join(edges)}).") if edges else ""
+    return f"Best {setting} per {' and '.join(by)}: {', '.join(parts)}.{further}"
+
+
 def saved_model_notes(summary, test_shown: bool) -> list[str]:
     """What the saved models are, where a reader could take them for another epoch's: with early
     stopping the best epoch's (and where the runs stopped); without it, beside a test acc column,
@@ -804,6 +818,8 @@ def comparison_table(summary, console: Console) -> None:
                      f"{', mean over seeds' if n > 1 else ''}).{span}", markup=False)
         for note in _best_caveats(summary):
             say(console, note, markup=False)
+        if summary.best_per:
+            say(console, best_per_line(summary.best_per), markup=False)
         command = next(v.train_command for v in variants if v.label == summary.best_variant)
         if command:
             say(console, f"To train it alone: {command}", markup=False)

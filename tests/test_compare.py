@@ -439,3 +439,20 @@ def test_a_plot_of_many_variants_tells_every_one_apart(runs_dir, fake_engine):
     lines = [line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
     assert len(lines) == 12
     assert len({(line.get_color(), line.get_marker()) for line in lines}) == 12
+
+
+def test_a_sweep_says_its_best_value_per_group(fake_engine):
+    out = compare_json("sgd", "adam", "--vary", "lr=0.001,0.01,0.1", "--epochs", "2", "--repeats", "2")
+    per = out["best_per"]
+    assert per["setting"] == "lr" and per["by"] == ["optimizer"]
+    assert [g["values"] for g in per["groups"]] == [{"optimizer": "sgd"}, {"optimizer": "adam"}]
+    for g in per["groups"]:
+        mine = [v for v in out["variants"] if v["values"]["optimizer"] == g["values"]["optimizer"]]
+        best = max(mine, key=lambda v: v["aggregate"]["best_val_accuracy"]["mean"])
+        assert g["lr"] == best["values"]["lr"] and g["variant"] == best["label"]
+        assert g["edge"] == {0.001: "lowest", 0.1: "highest", 0.01: None}[g["lr"]]
+    text = " ".join(invoke("compare", "--show", out["comparison_id"]).stdout.split())
+    assert "Best lr per optimizer: sgd " in text
+    # one group (the star says it), or nothing swept: none
+    assert compare_json("adam", "--vary", "lr=0.001,0.01", "--epochs", "2")["best_per"] is None
+    assert compare_json("sgd", "adam", "--epochs", "2")["best_per"] is None
