@@ -478,7 +478,7 @@ def evaluate(
     run: Annotated[str, typer.Argument(help="Run id, any unique part of one, path to a run folder, or 'latest'.")] = "latest",
     split: Annotated[str, typer.Option("--split", help="val (the run's own validation split) or test.")] = "val",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the confusion matrix as a heatmap to this PNG file.")] = None,
-    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Score every finished run of this comparison instead (an id, a unique part of one, or 'latest'), with each variant's mean and std.", show_default=False)] = None,
+    comparison: Annotated[Optional[str], typer.Option("--comparison", "-c", help="Score every completed run of this comparison instead (an id, a unique part of one, or 'latest'), with each variant's mean and std.", show_default=False)] = None,
     runs_dir: RunsDir = None, data_dir: DataDir = None, backend: Backend = None, json_out: Json = False,
     ctx: typer.Context = None,
 ):

@@ -356,7 +356,8 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
     values = _varied_values(record, varied)
     # what the variants differ in, as their `values` (and the CSV's columns) name it: lr, not optimizer
     # alone, for `compare sgd adam --vary lr=...`
-    columns = list(dict.fromkeys(key for vals in values for key in vals))
+    columns = [key for key in dict.fromkeys(key for vals in values for key in vals)
+               if len({repr(vals.get(key)) for vals in values}) > 1]   # `compare sgd --vary lr=...`: lr alone
     summary = ComparisonSummary(comparison_id=record.id, created=record.created, repeats=record.repeats,
                                 base=base, varied=columns, monitor=monitor, variants=variants, best_variant=best,
                                 status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)

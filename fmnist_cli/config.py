@@ -298,13 +298,14 @@ class RunConfig:
     def short(self, backend: bool = False) -> str:
         """One line for tables: `100 relu rmsprop e5 b32`; `es2` with early stopping (patience 2), and
         `best=val_accuracy` where the best epoch is not by the default val_loss; with `backend`, it
-        ends with the backend (`tf` or `jax`)."""
+        ends with the backend (`tf` or `jax`), and `fit` for Keras's fit engine (fused is the default)."""
         hidden = "-".join(map(str, self.hidden))   # as --vary and --where write one network's layers
         extra = f" d{self.dropout:g}" if self.dropout else ""
         lim = f" n{self.limit}" if self.limit else ""
         es = f" es{self.early_stopping}" if self.early_stopping else ""
         by = f" best={self.monitor}" if self.monitor != DEFAULT_MONITOR else ""
-        end = f" {BACKEND_SHORT.get(self.backend, self.backend)}" if backend else ""
+        end = (f" {BACKEND_SHORT.get(self.backend, self.backend)}" + (" fit" if self.resolved_engine == "fit" else "")
+               if backend else "")
         return (f"{hidden} {self.activation}{extra} {self.optimizer.label()} e{self.epochs} b{self.batch_size}"
                 f"{lim}{es}{by}{end}")
 

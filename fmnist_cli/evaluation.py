@@ -68,12 +68,12 @@ def evaluate(store: RunStore, run_dir: Path, split: str = "val", data_dir=None, 
 
 def evaluate_comparison(store: RunStore, cid: str, split: str = "val", data_dir=None,
                         backend_name: str | None = None, on_result=None) -> dict:
-    """Score every finished run of a comparison (each result stored in its run, as `evaluate` does)
-    and aggregate per variant: loss and accuracy as mean and std over its seeds. A slot without a
-    usable model (missing, broken, being trained) is skipped, with the reason. `on_result(label,
+    """Score every completed run of a comparison (each result stored in its run, as `evaluate` does)
+    and aggregate per variant: loss and accuracy as mean and std over its seeds. Any other slot
+    (missing, broken, being trained, interrupted, diverged) is skipped, with the reason. `on_result(label,
     result)` hears of each run as it is scored."""
     from . import compare as cmp
-    from .records import Status
+    from .records import RESUMABLE, Status
 
     check_split(split)
     record = store.load_comparison(cid)
@@ -82,8 +82,10 @@ def evaluate_comparison(store: RunStore, cid: str, split: str = "val", data_dir=
     for v in summary.variants:
         results = []
         for slot in v.runs:
-            # a diverged run's result is its divergence, not the weights from before it
-            why = f"it is {slot.status}" if slot.status in (Status.MISSING, Status.RUNNING, Status.BROKEN, Status.DIVERGED) else None
+            # a diverged run's result is its divergence, not the weights from before it; an interrupted
+            # one's model is a part-trained one, which its variant's figures would mix with finished ones
+            why = None if slot.status == Status.COMPLETED else f"it is {slot.status}" + (
+                f" (`fmnist compare --resume {record.id}` finishes it)" if slot.status in RESUMABLE else "")
             if why is None:
                 try:
                     result = evaluate(store, store.root / slot.run_id, split, data_dir, backend_name)

@@ -483,8 +483,8 @@ def short_comparison(comparison_id: str | None) -> str:
 
 def runs_table(records: list, console: Console, sort: str = "created") -> None:
     """One line per run; its config ends with its backend (tf or jax), a seed column follows when
-    the runs differ in seed, and a comparison column when any belongs to one. Narrow: the time goes
-    first, then when (the id starts with it), then the comparison, then test acc (first of all when
+    the runs differ in seed, and a comparison column when any belongs to one. Narrow: when goes
+    first (the id starts with it), then the time, then the comparison, then test acc (first of all when
     no run has one), then the seed; only then is the config cut, and last left out, with the column
     `sort` names. Ids longer than any unnamed run's (a long --name) are cut with "…" before anything
     goes; other ids only when nothing is left to drop."""
@@ -492,7 +492,7 @@ def runs_table(records: list, console: Console, sort: str = "created") -> None:
     no_tests = all(t is None for t in tests)
     comparisons = [r.config.comparison if r.config is not None else None for r in records]
     cols = [Col("id", [Text(r.id) for r in records], "left", cut=2, least=auto_id_width()),
-            Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=5),
+            Col("when", [r.created[5:16].replace("T", " ") for r in records], "left", drop=6),
             # the backend ends the config: on a narrow terminal the config is cut from its end
             # what tells runs apart: the time, when, test acc and seed go before it is cut
             Col("config", [Text(r.config.short(backend=True) if r.config is not None else "?") for r in records], "left",
@@ -511,7 +511,7 @@ def runs_table(records: list, console: Console, sort: str = "created") -> None:
             Col("status", [colored(r.status) for r in records], "left"),
             # a copy made by `compare --reuse` was not trained here: its time is its source's
             Col("time", ["copy" if r.get("reused_from") else duration(r.get("seconds")) for r in records],
-                drop=1 if sort == "time" else 6)]
+                drop=1 if sort == "time" else 5)]
     console.print(fitted_table(cols, console.width))
     broken = [r for r in records if r.status == Status.BROKEN]
     for r in broken[:5]:

@@ -648,7 +648,7 @@ class RunStore:
             if as_path.is_dir():
                 if not (as_path / "config.json").is_file() and not (as_path / "run.json").is_file():
                     raise RunNotFound(f"{ref} is not a run folder (it has no config.json).")
-                return as_path
+                return absolute(as_path)   # messages and --json name it whole
             raise RunNotFound(f"No run folder {ref}; see `fmnist runs` for the ids.")
         name = resolve_ref(ref, [p.name for p in self._run_dirs()], "run", "fmnist runs")
         return self.root / name

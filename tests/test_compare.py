@@ -54,6 +54,8 @@ def test_a_sweep_of_three_values_is_drawn_against_its_setting(tmp_path, fake_eng
     plot = tmp_path / "sweep.png"
     out = compare_json("sgd", "adam", "--vary", "lr=0.001,0.01,0.1", "--epochs", "2", "--plot", plot)
     assert out["varied"] == ["optimizer", "lr"]   # as the variants' values and the CSV name them
+    one = compare_json("sgd", "--vary", "lr=0.01,0.1", "--epochs", "2")
+    assert one["varied"] == ["lr"]   # every variant is sgd: the optimizer does not vary
     store = RunStore.at(None)
     summary = cmp.summarize(store, store.load_comparison(out["comparison_id"]))
     assert figures.sweep_axis(summary) == "lr"
@@ -456,3 +458,15 @@ def test_a_sweep_says_its_best_value_per_group(fake_engine):
     # one group (the star says it), or nothing swept: none
     assert compare_json("adam", "--vary", "lr=0.001,0.01", "--epochs", "2")["best_per"] is None
     assert compare_json("sgd", "adam", "--epochs", "2")["best_per"] is None
+
+
+def test_evaluate_a_comparison_scores_completed_runs_only(runs_dir):
+    """An interrupted run's model is part-trained: mixed into its variant's mean it would mislead."""
+    out = compare_json("sgd", "--repeats", "2", *SMALL)
+    victim = runs_dir / out["variants"][0]["runs"][1]["run_id"] / "run.json"
+    record = json.loads(victim.read_text())
+    record["status"] = "interrupted"
+    victim.write_text(json.dumps(record))
+    doc = json.loads(invoke("evaluate", "--comparison", "latest", "--json").stdout)
+    assert doc["variants"][0]["n"] == 1
+    assert doc["skipped"][0]["reason"] == f"it is interrupted (`fmnist compare --resume {out['comparison_id']}` finishes it)"
