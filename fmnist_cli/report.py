@@ -560,7 +560,8 @@ def tensorboard_export(result, console: Console) -> None:
 
 def data_info(info: dict, console: Console) -> None:
     cache = info.get("cache") or {}
-    checks = "(gzip, IDX header, counts, labels, checksums)"
+    gz = any(f.get("name", "").endswith(".gz") for f in info.get("files") or [])
+    checks = f"({'gzip, ' if gz else ''}IDX header, counts, labels, checksums)"
     if cache.get("used"):
         verified = f"all four files verified {checks} when the cache was built"
     else:
@@ -582,7 +583,11 @@ def cache_line(cache: dict) -> str:
     from .datacache import shown
 
     if not cache.get("directory"):
-        return "Cache: none (no home folder and no $XDG_CACHE_HOME); the files are read and verified each time."
+        import os
+
+        why = ("$FMNIST_DATA_CACHE=0" if os.environ.get("FMNIST_DATA_CACHE", "1") == "0"
+               else "no home folder and no $XDG_CACHE_HOME")
+        return f"Cache: none ({why}); the files are read and verified each time."
     where = shown(Path(cache["directory"]))
     if cache.get("used"):
         return f"Cache: {where} (used; `fmnist data --verify` checks the files again)."

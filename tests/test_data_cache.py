@@ -234,6 +234,10 @@ def test_numbers_identical_with_and_without_cache(src, monkeypatch):
     monkeypatch.setenv("FMNIST_DATA_CACHE", "0")
     plain = load(src)
     assert plain.cache["directory"] is None
+    from fmnist_cli import report
+
+    assert report.cache_line(plain.cache) == ("Cache: none ($FMNIST_DATA_CACHE=0); the files are read and "
+                                              "verified each time.")
     for ds in (built, cached):
         same(ds, plain)
         a, b = data.make_split(ds, 0.2, 7, 30), data.make_split(plain, 0.2, 7, 30)

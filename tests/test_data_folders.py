@@ -111,6 +111,8 @@ def test_real_files_uncompressed_verify(tmp_path):
     assert info["verified"] and info["directory"] == str(target)
     assert [f["name"] for f in info["files"]] == [name[:-3] for name in DATA_FILES]
     assert sum(info["splits"]["train"]) == 48000
+    text = " ".join(invoke("data", "--data-dir", target).stdout.split())
+    assert "verified (IDX header, counts" in text   # no gzip to check
     # one byte changed in the payload: the SHA-256 of the payload catches it, as for a .gz
     labels = target / "t10k-labels-idx1-ubyte"
     raw = bytearray(labels.read_bytes())
