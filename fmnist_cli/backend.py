@@ -306,6 +306,7 @@ def code_commit() -> str | None:
     import subprocess
 
     here = Path(__file__).resolve().parent
+    head = None
 
     def git(*args):
         return subprocess.run(["git", "-C", str(here.parent), *args], capture_output=True, timeout=5)
@@ -316,15 +317,19 @@ def code_commit() -> str | None:
         head = git("rev-parse", "--verify", "HEAD")
         if head.returncode != 0:
             return None
-        diff = git("diff", "HEAD", "--binary", "--", str(here)).stdout
-        new = git("ls-files", "--others", "--exclude-standard", "-z", "--", str(here)).stdout.split(b"\0")
+        diff, untracked = git("diff", "HEAD", "--binary", "--", str(here)), \
+            git("ls-files", "--others", "--exclude-standard", "-z", "--", str(here))
+        if diff.returncode or untracked.returncode:
+            raise OSError("git could not list the changes")
+        diff, new = diff.stdout, untracked.stdout.split(b"\0")
         digest = hashlib.sha256(diff)
         for name in sorted(filter(None, new)):
             digest.update(name + b"\0" + (here.parent / name.decode()).read_bytes())
         changed = bool(diff) or any(new)
         return head.stdout.decode().strip() + (f"+changes.{digest.hexdigest()[:12]}" if changed else "")
     except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
-        return None
+        # a commit whose changes could not be read: never the same code as another (see reuse)
+        return (head.stdout.decode(errors="replace").strip() + "+changes.unknown") if head is not None else None
 
 
 def _tf_gpu_name(tf, gpu) -> str:

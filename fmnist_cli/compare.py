@@ -363,7 +363,7 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
                                 status=Status.COMPLETED if complete else Status.RUNNING if running else Status.INCOMPLETE)
     for v, vals in zip(summary.variants, values):
         v.values = vals
-    summary.best_per = best_per_group(summary.variants)
+    summary.best_per = best_per_group(summary.variants, columns)
     return summary
 
 
@@ -371,21 +371,24 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
 SWEPT = ("lr", "dropout", "batch_size", "momentum")
 
 
-def best_per_group(variants) -> dict | None:
-    """Where the variants sweep a numeric setting (the one with the most values, 2 or more) within
-    two or more groups of the other varied settings (sgd and adam, say): each group's best value of
-    it, by the mean best val accuracy of the completed variants. None otherwise (the star says it)."""
+def best_per_group(variants, varied: list[str]) -> dict | None:
+    """Where the variants sweep a numeric setting (the one with the most values) within two or more
+    groups of the other `varied` settings (sgd and adam, say), each trying two or more values of it:
+    each group's best value, by the mean best val accuracy of its completed variants. None otherwise
+    (the star says it)."""
     columns = [v.values or {} for v in variants]
-    counts = {key: len({c.get(key) for c in columns} - {None}) for key in SWEPT}
-    setting = max(counts, key=counts.get)
-    if counts[setting] < 2:
+    counts = {key: len({c.get(key) for c in columns} - {None}) for key in SWEPT if key in varied}
+    if not counts:
         return None
+    setting = max(counts, key=counts.get)
     groups: dict[tuple, list] = {}
     for v, values in zip(variants, columns):
         if values.get(setting) is None:
             continue
-        rest = tuple((k, x) for k, x in values.items() if k != setting)
+        rest = tuple((k, values.get(k)) for k in varied if k != setting)
         groups.setdefault(rest, []).append(v)
+    # a group that tried one value has no best value of it, only a result
+    groups = {rest: members for rest, members in groups.items() if len({v.values[setting] for v in members}) > 1}
     if len(groups) < 2:
         return None
     out = []
@@ -394,14 +397,15 @@ def best_per_group(variants) -> dict | None:
         if not done:
             continue
         best = max(done, key=lambda v: v.aggregate["best_val_accuracy"]["mean"])
-        tried = sorted(v.values[setting] for v in members)
+        tried = sorted({v.values[setting] for v in members})
         value = best.values[setting]
         # at an end of the values tried, the best may lie beyond it
         edge = None if len(tried) < 3 else "highest" if value == tried[-1] else "lowest" if value == tried[0] else None
         out.append({"values": dict(rest), setting: value, "variant": best.label,
                     "best_val_accuracy": best.aggregate["best_val_accuracy"], "edge": edge})
     by = [k for k, _ in next(iter(groups))]
-    return {"setting": setting, "by": by, "groups": out} if out else None
+    complete = all(v.status in FINISHED for members in groups.values() for v in members)
+    return {"setting": setting, "by": by, "groups": out, "complete": complete} if out else None
 
 
 def monitor_of(record: ComparisonRecord) -> str:

@@ -19,9 +19,26 @@ def main() -> None:
         _exit_now()
     except SystemExit as done:
         if done.code == INTERRUPTED:
+            if _from_ctrl_c(done):
+                # Typer's own answer to a Ctrl-C while it parses, before a command's handler: exit
+                # 130 in silence. Said here, as everywhere else (a command's own says it first).
+                sys.stderr.write("Interrupted.\n")
+                _json_interrupted()
             _exit_now()
         _leave(done.code)
     _leave(0)
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Whether an exit came straight from a KeyboardInterrupt (Typer: `raise Exit(130) from e`, then
+    `sys.exit` in its handler), not from a command that said "Interrupted." (`from None`)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        seen += 1
+    return False
 
 
 def _leave(code) -> None:
@@ -82,7 +99,7 @@ def exit_interrupted() -> None:
 def _json_interrupted() -> None:
     """--json: stdout's one document says it too (unless the command's own is out already)."""
     report = sys.modules.get("fmnist_cli.report")
-    if report is not None and report.json_wanted:
+    if report is not None and (report.json_wanted or "--json" in sys.argv[1:]):   # (loaded, the command not begun)
         report.print_json_error("Interrupted.", "Interrupted", INTERRUPTED)
     elif report is None and "--json" in sys.argv[1:]:   # before the command began (Rich not loaded)
         import json

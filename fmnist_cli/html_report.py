@@ -344,6 +344,8 @@ def comparison_page(store: RunStore, cid: str) -> str:
     def evaluations(v, split):
         found = []
         for slot in v.runs:
+            if slot.status != Status.COMPLETED:   # as the terminal's test acc and `evaluate --comparison`
+                continue
             info = infos.get(slot.run_id)
             e = info.record.evaluations.get(split) if info and info.record else None
             if e is not None:

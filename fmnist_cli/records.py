@@ -571,8 +571,8 @@ class ComparisonSummary(Record):
     #                    is missing, broken, failed or interrupted
     # a sweep's best value per group of the other settings: {"setting": "lr", "by": ["optimizer"],
     # "groups": [{"values": {"optimizer": "sgd"}, "lr": 0.1, "variant": "sgd lr=0.1",
-    # "best_val_accuracy": {mean, std, n}, "edge": "highest"|"lowest"|None}, ...]}; None without a
-    # numeric setting swept in 2+ groups
+    # "best_val_accuracy": {mean, std, n}, "edge": "highest"|"lowest"|None}, ...], "complete": bool};
+    # None without a numeric setting swept (2+ values) in 2+ groups
     best_per: dict | None = None
 
     @property

@@ -746,13 +746,15 @@ def best_per_line(best_per: dict) -> str:
     setting, by = best_per["setting"], best_per["by"]
     parts, edges = [], []
     for g in best_per["groups"]:
-        name = " ".join(str(x) for x in g["values"].values())
+        # the optimizer by its name; other settings as key=value: `sgd hidden=300-100`
+        name = " ".join(str(x) if k == "optimizer" else f"{k}={x}" for k, x in g["values"].items())
         parts.append(f"{name} {g[setting]:g} ({pm(g['best_val_accuracy'])}{', ' + g['edge'] + ' tried' if g['edge'] else ''})")
         if g["edge"]:
             edges.append(name)
     further = (f" At the {'end' if len(edges) == 1 else 'ends'} of the values tried, a better {setting} may lie "
                f"beyond ({', '.join(edges)}).") if edges else ""
-    return f"Best {setting} per {' and '.join(by)}: {', '.join(parts)}.{further}"
+    so_far = "" if best_per.get("complete", True) else " so far"
+    return f"Best {setting}{so_far} per {' and '.join(by)}: {', '.join(parts)}.{further}"
 
 
 def saved_model_notes(summary, test_shown: bool) -> list[str]:

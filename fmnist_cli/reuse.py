@@ -130,7 +130,8 @@ def _matches(store: RunStore, info: RunInfo, here: dict, alone: bool = True) -> 
     if now["versions"] is None or (now["vmaps"] and info.config.resolved_engine == "fused" and not alone):
         return False
     then, here = record.versions or {}, now["versions"]
-    if "+changes" in str(then.get("commit")) + str(here.get("commit")) and then.get("commit") != here.get("commit"):
+    commits = str(then.get("commit")) + str(here.get("commit"))
+    if "+changes" in commits and (then.get("commit") != here.get("commit") or "+changes.unknown" in commits):
         return False   # uncommitted code on either side: only the very same code counts
     return _setup(then) == _setup(here)
 

@@ -177,10 +177,10 @@ def select(runs: list, statuses: set[Status] | None = None, where: list[Conditio
     `sort`: best first (newest, highest accuracy, shortest time), runs without the figure last.
     `copies=False` leaves out copies made by `compare --reuse` whose source is listed too: a ranking
     then shows each result once."""
-    listed = {r.id for r in runs}
-    chosen = [r for r in runs if (not statuses or r.status in statuses)
-              and all(c.matches(r.config) for c in where)
-              and (copies or r.get("reused_from") not in listed)]
+    chosen = [r for r in runs if (not statuses or r.status in statuses) and all(c.matches(r.config) for c in where)]
+    if not copies:   # against what is listed: a copy whose source a filter left out stands for it
+        listed = {r.id for r in chosen}
+        chosen = [r for r in chosen if r.get("reused_from") not in listed]
     key, descending = SORTS[sort]
     have = [r for r in chosen if key(r) is not None]
     have.sort(key=key, reverse=descending)   # stable: equal figures stay newest first

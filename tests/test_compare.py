@@ -458,6 +458,13 @@ def test_a_sweep_says_its_best_value_per_group(fake_engine):
     # one group (the star says it), or nothing swept: none
     assert compare_json("adam", "--vary", "lr=0.001,0.01", "--epochs", "2")["best_per"] is None
     assert compare_json("sgd", "adam", "--epochs", "2")["best_per"] is None
+    # a group that tried one rate has no best rate: sgd:lr=0.1 against adam's default is no sweep
+    assert compare_json("sgd:lr=0.1", "adam", "--epochs", "2")["best_per"] is None
+    assert compare_json("sgd", "adam", "adam:lr=0.001", "--epochs", "2")["best_per"] is None
+    # groups by what varies alone: one optimizer, two batch sizes
+    out = compare_json("--vary", "lr=0.1,0.01", "--vary", "batch_size=32,64", "--epochs", "2")
+    assert out["best_per"]["by"] == ["batch_size"]
+    assert "Best lr per batch_size: batch_size=32 " in " ".join(invoke("compare", "--show", out["comparison_id"]).stdout.split())
 
 
 def test_evaluate_a_comparison_scores_completed_runs_only(runs_dir):

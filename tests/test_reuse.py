@@ -61,8 +61,10 @@ def test_runs_no_copies_lists_each_result_once(runs_dir, fake_engine):
     listed = lambda *args: sorted(r["id"] for r in json.loads(invoke("runs", *args, "--json").stdout))
     trained = sorted([r["run_id"] for r in runs_of(first).values()] + [runs_of(second)[("rmsprop", 0)]["run_id"]])
     assert listed("--no-copies") == trained and len(listed()) == 5
-    # a copy whose source is not listed stands for it
+    # a copy whose source is not listed (another comparison's, or one a filter leaves out) stands for it
     assert listed("-c", second["comparison_id"], "--no-copies") == sorted(r["run_id"] for r in runs_of(second).values())
+    assert listed("--where", f"comparison={second['comparison_id']}", "--no-copies") == \
+        sorted(r["run_id"] for r in runs_of(second).values())
 
 
 def test_removing_either_comparison_leaves_the_other_whole(runs_dir, fake_engine):
@@ -117,7 +119,8 @@ def test_a_run_on_other_data_or_libraries_is_not_reused(monkeypatch, runs_dir, f
     assert not fake_engine.trained
     # but uncommitted code counts: only the very same changes are the same code (a clean commit
     # stands in for another clean one, as `abc` does for `abd`)
-    for commit, trained in (("abc+changes.1", 1), ("abc+changes.1", 0), ("abc+changes.2", 1), ("abd", 0)):
+    for commit, trained in (("abc+changes.1", 1), ("abc+changes.1", 0), ("abc+changes.2", 1), ("abd", 0),
+                            ("abd+changes.unknown", 1), ("abd+changes.unknown", 1)):   # unreadable changes
         monkeypatch.setattr(backend, "describe", lambda commit=commit: {"backend": "fake", "keras": "99", "cpus": 64,
                                                                           "commit": commit})
         fake_engine.trained.clear()

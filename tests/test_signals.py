@@ -414,3 +414,32 @@ def test_ctrl_c_to_a_parallel_comparison_stops_it_and_prints_what_finished(proce
     assert "--resume" in p.output() and "Traceback" not in p.output()
     runs = listed_runs()
     assert runs and all(r["status"] == "interrupted" for r in runs.values()), runs
+
+
+def test_an_exit_straight_from_ctrl_c_is_told_apart_from_a_commands_own():
+    """Typer answers a Ctrl-C while it parses with a silent exit 130 (`raise Exit(130) from e`, then
+    sys.exit); entry then says "Interrupted." itself. A command's own exit 130 (`from None`) said it."""
+    import click
+
+    from fmnist_cli.entry import _from_ctrl_c
+
+    def typer_way():
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as e:
+                raise click.exceptions.Exit(130) from e
+        except click.exceptions.Exit as e:
+            raise SystemExit(e.exit_code)
+
+    def command_way():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+
+    for way, expected in ((typer_way, True), (command_way, False)):
+        try:
+            way()
+        except SystemExit as done:
+            assert _from_ctrl_c(done) is expected, way.__name__
