@@ -385,7 +385,8 @@ def best_per_group(variants, varied: list[str]) -> dict | None:
     for v, values in zip(variants, columns):
         if values.get(setting) is None:
             continue
-        rest = tuple((k, values.get(k)) for k in varied if k != setting)
+        # the optimizer first, as variants' labels name it
+        rest = tuple((k, values.get(k)) for k in sorted(varied, key=lambda k: k != "optimizer") if k != setting)
         groups.setdefault(rest, []).append(v)
     # a group that tried one value has no best value of it, only a result
     groups = {rest: members for rest, members in groups.items() if len({v.values[setting] for v in members}) > 1}

@@ -454,7 +454,7 @@ def test_a_sweep_says_its_best_value_per_group(fake_engine):
         assert g["lr"] == best["values"]["lr"] and g["variant"] == best["label"]
         assert g["edge"] == {0.001: "lowest", 0.1: "highest", 0.01: None}[g["lr"]]
     text = " ".join(invoke("compare", "--show", out["comparison_id"]).stdout.split())
-    assert "Best lr per optimizer: sgd " in text
+    assert "Best lr per optimizer: sgd: " in text
     # one group (the star says it), or nothing swept: none
     assert compare_json("adam", "--vary", "lr=0.001,0.01", "--epochs", "2")["best_per"] is None
     assert compare_json("sgd", "adam", "--epochs", "2")["best_per"] is None
@@ -464,7 +464,7 @@ def test_a_sweep_says_its_best_value_per_group(fake_engine):
     # groups by what varies alone: one optimizer, two batch sizes
     out = compare_json("--vary", "lr=0.1,0.01", "--vary", "batch_size=32,64", "--epochs", "2")
     assert out["best_per"]["by"] == ["batch_size"]
-    assert "Best lr per batch_size: batch_size=32 " in " ".join(invoke("compare", "--show", out["comparison_id"]).stdout.split())
+    assert "Best lr per batch_size: batch_size=32: " in " ".join(invoke("compare", "--show", out["comparison_id"]).stdout.split())
 
 
 def test_evaluate_a_comparison_scores_completed_runs_only(runs_dir):
