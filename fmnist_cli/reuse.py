@@ -109,13 +109,22 @@ def fill(store: RunStore, record, todo: list, data_dir=None) -> tuple[list[Reuse
 
 def _trains_alone(configs: list[RunConfig], here: dict) -> list[bool]:
     """Per slot to train, whether it would be stepped alone, not in a vmapped family (then its
-    numbers depend on the family): a slot of a family smaller than the device's vmapping minimum is
-    alone in any unit (units only cut families smaller)."""
+    numbers depend on the family). Families form within a unit, and units within runs of one data
+    and batching (training.group_key): a slot without a big enough family among those is alone in
+    any unit (units only cut families smaller)."""
     if not configs or not here["setup"](configs[0].backend)["vmaps"]:
         return [True] * len(configs)
     from .engines.fused import vmapped_sizes
+    from .training import group_key
 
-    return [size == 1 for size in vmapped_sizes(configs)]
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(group_key(config), []).append(i)
+    alone = [True] * len(configs)
+    for members in groups.values():
+        for i, size in zip(members, vmapped_sizes([configs[i] for i in members])):
+            alone[i] = size == 1
+    return alone
 
 
 def _matches(store: RunStore, info: RunInfo, here: dict, alone: bool = True) -> bool:

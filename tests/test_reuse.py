@@ -252,6 +252,11 @@ def test_where_seeds_train_as_vmapped_families_only_lone_slots_are_filled(runs_d
     fake_engine.trained.clear()
     out = compare_json("sgd", "adam", *SMALL, "--reuse")
     assert not fake_engine.trained and all(r["reused_from"] for v in out["variants"] for r in v["runs"])
+    # two batch sizes train in units of their own: each sgd slot is alone in its family
+    compare_json("sgd", *SMALL, "--batch-size", "64")
+    fake_engine.trained.clear()
+    compare_json("sgd", *SMALL, "--vary", "batch_size=32,64", "--reuse")
+    assert not fake_engine.trained
 
 
 def test_a_ctrl_c_while_copying_keeps_the_copies_made(runs_dir, fake_engine, monkeypatch):
