@@ -367,8 +367,18 @@ def summarize(store: RunStore, record: ComparisonRecord, runs: list[RunInfo] | N
     return summary
 
 
-# What a sweep's best value is looked for over: numeric settings, as the sweep panel draws them
+# The numeric settings a sweep runs over: a best value is looked for, and the sweep panel drawn, along them
 SWEPT = ("lr", "dropout", "batch_size", "momentum")
+
+
+def most_swept(variants, among=SWEPT) -> tuple[str | None, int]:
+    """The numeric setting of `among` the variants' values take most values of, and how many."""
+    columns = [v.values or {} for v in variants]
+    counts = {key: len({c.get(key) for c in columns} - {None}) for key in among}
+    if not counts:
+        return None, 0
+    key = max(counts, key=counts.get)
+    return key, counts[key]
 
 
 def best_per_group(variants, varied: list[str]) -> dict | None:
@@ -376,13 +386,12 @@ def best_per_group(variants, varied: list[str]) -> dict | None:
     groups of the other `varied` settings (sgd and adam, say), each trying two or more values of it:
     each group's best value, by the mean best val accuracy of its completed variants. None otherwise
     (the star says it)."""
-    columns = [v.values or {} for v in variants]
-    counts = {key: len({c.get(key) for c in columns} - {None}) for key in SWEPT if key in varied}
-    if not counts:
+    setting, _ = most_swept(variants, [key for key in SWEPT if key in varied])
+    if setting is None:
         return None
-    setting = max(counts, key=counts.get)
     groups: dict[tuple, list] = {}
-    for v, values in zip(variants, columns):
+    for v in variants:
+        values = v.values or {}
         if values.get(setting) is None:
             continue
         # the optimizer first, as variants' labels name it

@@ -39,9 +39,14 @@ LOCK_WAIT_S = 120.0              # a build takes seconds; after this, build with
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+def turned_off() -> bool:
+    return os.environ.get("FMNIST_DATA_CACHE", "1") == "0"
+
+
 def root() -> Path | None:
-    """<cache>/data, or None where there is no cache folder (no home folder and no $XDG_CACHE_HOME)."""
-    if os.environ.get("FMNIST_DATA_CACHE", "1") == "0":
+    """<cache>/data, or None where there is no cache folder: $FMNIST_DATA_CACHE=0, or no home folder
+    and no $XDG_CACHE_HOME."""
+    if turned_off():
         return None
     from . import backend
 

@@ -131,16 +131,16 @@ def comparison_figure(summary):
 
 
 # Settings a sweep can be drawn against, and whether their values are spread over decades.
-NUMERIC = {"lr": True, "dropout": False, "batch_size": True, "momentum": False}
+LOG_AXIS = {"lr", "batch_size"}   # swept settings (compare.SWEPT) whose values span decades
 
 
 def sweep_axis(summary) -> str | None:
     """The numeric setting the variants sweep (lr, dropout, batch_size, momentum) with at least 3
     values, the one with the most where several are; None when there is none to draw against."""
-    columns = [v.values or {} for v in summary.variants]
-    counts = {key: len({c.get(key) for c in columns} - {None}) for key in NUMERIC}
-    key = max(counts, key=counts.get)
-    return key if counts[key] >= 3 else None
+    from .compare import most_swept
+
+    key, count = most_swept(summary.variants)
+    return key if count >= 3 else None
 
 
 def _sweep_panel(ax, summary, key: str) -> None:
@@ -182,7 +182,7 @@ def _sweep_panel(ax, summary, key: str) -> None:
         if hollow:
             ax.plot(*zip(*hollow), marker="o", markersize=7, linestyle="none", markerfacecolor="white",
                     markeredgecolor=color)
-    if NUMERIC[key]:
+    if key in LOG_AXIS:
         ax.set_xscale("log")
     values = sorted({p[0] for points in lines.values() for p in points})
     ax.set_xticks(values, [f"{x:g}" for x in values])   # the values swept, not the scale's decades

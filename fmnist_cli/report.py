@@ -580,13 +580,10 @@ def data_info(info: dict, console: Console) -> None:
 
 
 def cache_line(cache: dict) -> str:
-    from .datacache import shown
+    from .datacache import shown, turned_off
 
     if not cache.get("directory"):
-        import os
-
-        why = ("$FMNIST_DATA_CACHE=0" if os.environ.get("FMNIST_DATA_CACHE", "1") == "0"
-               else "no home folder and no $XDG_CACHE_HOME")
+        why = "$FMNIST_DATA_CACHE=0" if turned_off() else "no home folder and no $XDG_CACHE_HOME"
         return f"Cache: none ({why}); the files are read and verified each time."
     where = shown(Path(cache["directory"]))
     if cache.get("used"):

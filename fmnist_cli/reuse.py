@@ -138,11 +138,11 @@ def _matches(store: RunStore, info: RunInfo, here: dict, alone: bool = True) -> 
     now = here["setup"](info.config.backend)
     if now["versions"] is None or (now["vmaps"] and info.config.resolved_engine == "fused" and not alone):
         return False
-    then, here = record.versions or {}, now["versions"]
-    commits = str(then.get("commit")) + str(here.get("commit"))
-    if "+changes" in commits and (then.get("commit") != here.get("commit") or "+changes.unknown" in commits):
+    then, current = record.versions or {}, now["versions"]
+    commits = str(then.get("commit")) + str(current.get("commit"))
+    if "+changes" in commits and (then.get("commit") != current.get("commit") or "+changes.unknown" in commits):
         return False   # uncommitted code on either side: only the very same code counts
-    return _setup(then) == _setup(here)
+    return _setup(then) == _setup(current)
 
 
 def _setup(versions: dict) -> dict:

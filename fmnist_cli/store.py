@@ -237,6 +237,11 @@ def _stale(path: Path) -> bool:
 _ID_NAME = re.compile(r"^\d{8}-\d{6}-(.+)-[0-9a-f]{4}$")
 
 
+def _named(ids: list[str], name: str) -> list[str]:
+    """The ids whose NAME part is `name` whole."""
+    return [i for i in ids if (m := _ID_NAME.match(i)) and m.group(1) == name]
+
+
 def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str, plural: str | None = None) -> str:
     """Runs and comparisons resolve alike: an exact id, else a unique prefix or suffix, else any unique
     part of the id (a run's name, a time). `kind` is "run" or "comparison"."""
@@ -246,7 +251,7 @@ def resolve_ref(ref: str | None, names: list[str], kind: str, listing: str, plur
     if ref in names:
         return ref
     # a --name whole (`lr-sweep`) before parts of ids: it is also part of `lr-sweep-wide`'s id
-    named = [n for n in names if (m := _ID_NAME.match(n)) and m.group(1) == ref]
+    named = _named(names, ref)
     matches = (named or [n for n in names if n.startswith(ref) or n.endswith(ref)]
                or [n for n in names if ref in n])
     if len(matches) == 1:
@@ -791,19 +796,15 @@ class RunStore:
             return "run", Path(info.run_dir)
         if "/" in ref or os.sep in ref:
             return "run", self.resolve_run(ref)
-        cids = self.comparison_ids()
+        cids, run_ids = self.comparison_ids(), [p.name for p in self._run_dirs()]
         # A comparison's name is always a --name; a run's may be its default optimizer-activation
         # slug. So `compare --name adam-relu`'s own runs (named adam-relu by default) do not make
-        # `report adam-relu` ambiguous: only a run given that --name does.
-        named = [c for c in cids if (m := _ID_NAME.match(c)) and m.group(1) == ref]
-        def given(run_dir: Path) -> bool:   # named so by --name (or unknown: a damaged config)
-            config = self.load_run(run_dir).config
-            return config is None or config.name == ref
-
-        if len(named) == 1 and not any(given(p) for p in self._run_dirs()
-                                       if (m := _ID_NAME.match(p.name)) and m.group(1) == ref):
+        # `report adam-relu` ambiguous: only a run given that --name does (or whose config is damaged).
+        named = _named(cids, ref)
+        if len(named) == 1 and not any((config := self.load_run(self.root / i).config) is None or config.name == ref
+                                       for i in _named(run_ids, ref)):
             return "comparison", named[0]
-        name = resolve_ref(ref, cids + [p.name for p in self._run_dirs()], "run or comparison",
+        name = resolve_ref(ref, cids + run_ids, "run or comparison",
                            "fmnist runs` and `fmnist compare --list", plural="runs and comparisons")
         return ("comparison", name) if name in cids else ("run", self.root / name)
 

@@ -135,7 +135,6 @@ class _JaxProgram:
         self.where = {k: (f, j) for f, members in enumerate(self.families) for j, k in enumerate(members)}
         # Carried per family: a lone run's (tv, ntv, ov), or a family's with a leading axis of members.
         self.carry = [states[m[0]] if len(m) == 1 else _stack([states[k] for k in m]) for m in self.families]
-        order_of = np.argsort(np.concatenate(self.families))   # family order -> run order
         fams = [(members, models[members[0]], optimizers[members[0]]) for members in self.families]
         # Lanes: the families split into programs of their own, stepped side by side from threads.
         self.lanes = lanes(self.families, configs, jax.default_backend()) if configs else [list(range(len(fams)))]
@@ -404,8 +403,7 @@ def family_key(config) -> tuple:
     optimizer setting but the learning rate (each member keeps its own in its optimizer state)."""
     settings = config.optimizer.keras_kwargs()
     settings.pop("learning_rate", None)
-    return (tuple(config.hidden), config.activation, float(config.dropout),
-            config.optimizer.keras_class, tuple(sorted(settings.items())))
+    return (*_architecture(config), config.optimizer.keras_class, tuple(sorted(settings.items())))
 
 
 def vmapped_sizes(configs) -> list[int]:
@@ -635,12 +633,12 @@ def _epoch_means(parts, lane_order, n: int) -> np.ndarray:
     into segments and the runs into lanes, which depends on the company a run trains in (XLA summed
     a concatenation of segments as a sum of sums, which moved the last digits)."""
     lanes = [np.concatenate([np.asarray(p[i]) for p in parts], axis=0) for i in range(len(parts[0]))]
-    return _sums(np.concatenate(lanes, axis=1)[:, lane_order].T) / n
+    return np.array([_total(run) for run in np.concatenate(lanes, axis=1)[:, lane_order].T]) / n
 
 
-def _sums(rows: np.ndarray) -> np.ndarray:
-    """Each row's sum, in float64, each row on its own: the same bits whatever the other rows."""
-    return np.array([np.sum(np.ascontiguousarray(row), dtype=np.float64) for row in rows])
+def _total(values) -> float:
+    """A run's sum, in float64, from its own values alone: the same bits whatever the other runs."""
+    return float(np.sum(np.ascontiguousarray(values), dtype=np.float64))
 
 
 def _shuffle_rounds(n: int) -> int:
@@ -729,9 +727,10 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
             corrects.append(correct_sums)
             for k in active:
                 on_event(Step(member=k, step=bounds[1], steps=steps))
-        val_losses, val_hits = {k: [] for k in active}, np.zeros(len(configs))
+        # per active run: each chunk's per-image losses, and its hits
+        val_losses, val_hits = {k: [] for k in active}, dict.fromkeys(active, 0.0)
         for u, runs in enumerate(program.scored):
-            if not set(runs) & set(active):
+            if not val_losses.keys() & runs:
                 continue   # stopped early or done: its figures are not recorded
             for bounds in plans[u]:
                 if interrupted or should_stop():
@@ -741,12 +740,12 @@ def _run_epochs(configs, split, program, segments, trackers, steps, on_event, sh
                 for j, k in enumerate(runs):
                     if k in val_losses:
                         val_losses[k].append(chunk_losses[j])
-                    val_hits[k] += chunk_hits[j]
+                        val_hits[k] += chunk_hits[j]
         if interrupted:
             break   # the part-epoch does not count: `last` and `best` hold what finished
         train_loss, train_acc = program.means(losses, corrects)
-        # per image, summed here as the train sums are (see _sums)
-        val_loss = {k: _sums([np.concatenate(parts)])[0] / n_val for k, parts in val_losses.items()}
+        # per image, summed here as the train sums are (see _total)
+        val_loss = {k: _total(np.concatenate(parts)) / n_val for k, parts in val_losses.items()}
         seconds = time.perf_counter() - t0
         for k in active:
             metrics = {"loss": float(train_loss[k]), "accuracy": float(train_acc[k]),
